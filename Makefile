@@ -1,0 +1,33 @@
+# Two commands do all set-up: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: install demo test test-all bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(PY) pyproject.toml
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab demo
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/unit
+
+test-all: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests
+
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/geneval_base.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/sampler_throughput.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,234 @@
+"""The ``rewardlab`` command line (typer); every option shows its default in ``--help``."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(help="rewardlab: reward-driven image generation.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+world_app = typer.Typer(help="ShapeWorld: the embedded world, its verifier and model.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate generators (GenEval-compatible).", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+app.add_typer(eval_app, name="eval")
+console = Console()
+
+DEFAULT_STEPS, DEFAULT_GUIDANCE = 20, 3.0
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int):
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+                  transient=False) as prog:
+        task = prog.add_task(description, total=total, info="")
+        yield lambda n=1, info="": prog.update(task, advance=n, info=info)
+
+
+def fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def generate(
+    prompt: str = typer.Argument(..., help="A ShapeWorld prompt, e.g. 'a photo of two red circles'."),
+    out: Path = typer.Option(Path("out.png"), "-o", "--out", help="PNG to write."),
+    seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
+    n: int = typer.Option(1, "-n", help="Number of images (tiled into one grid when > 1)."),
+    steps: int = typer.Option(DEFAULT_STEPS, help="Sampling steps."),
+    guidance: float = typer.Option(DEFAULT_GUIDANCE, help="Classifier-free guidance scale."),
+    scale: int = typer.Option(4, help="Nearest-neighbour upscaling of the saved PNG."),
+    weights: Optional[Path] = typer.Option(None, help="Model weights (default: the shipped model)."),
+    check: bool = typer.Option(True, help="Verify each image against the prompt and print the verdict."),
+):
+    """Generate images with the embedded ShapeWorld model."""
+    from .images import grid, save_png
+    from .world.records import RecordError, parse_prompt
+    from .world.sample import sample_fn
+    from .world.verify import verify
+
+    try:
+        record = parse_prompt(prompt)
+    except RecordError as e:
+        fail(str(e))
+    if n < 1 or steps < 1:
+        fail("-n and --steps must be at least 1")
+    try:
+        fn = sample_fn(weights, steps=steps, guidance=guidance)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    images = fn([record["prompt"]] * n, [seed + i for i in range(n)])
+    save_png(images[0] if n == 1 else grid(images, min(n, 8)), out, scale=scale)
+    if check:
+        for i, img in enumerate(images):
+            v = verify(img, record)
+            console.print(f"seed {seed + i}: {'correct' if v.correct else 'incorrect'} "
+                          f"(partial credit {v.score:.2f}){' — ' + v.reason if v.reason else ''}")
+    console.print(f"wrote {out}")
+
+
+@world_app.command("verify-renders")
+def verify_renders(
+    per_tag: int = typer.Option(500, help="Random records rendered per tag."),
+    size: int = typer.Option(32, help="Render resolution in pixels."),
+    corrupt: bool = typer.Option(False, "--corrupt", help="Add Gaussian noise (σ=0.05) and JPEG (q=75)."),
+    seed: int = typer.Option(0, help="Seed for records, layouts and corruption."),
+):
+    """Render random records, verify them, print per-tag accuracy of the verifier."""
+    import numpy as np
+
+    from .world import render as R
+    from .world.prompts import compositions
+    from .world.records import TAGS
+    from .world.verify import verify
+
+    table = Table("tag", "correct", "accuracy", title=f"verifier on {size}px renders"
+                  + (" (noise σ=0.05 + JPEG q75)" if corrupt else ""))
+    accs = []
+    with progress_bar("verifying renders", per_tag * len(TAGS)) as advance:
+        for t_i, tag in enumerate(TAGS):
+            pool, ok = compositions(tag), 0
+            rng = np.random.default_rng([seed, t_i])
+            for _ in range(per_tag):
+                rec = pool[rng.integers(len(pool))]
+                img = R.render(R.sample_scene(rec, rng), size, rng)
+                if corrupt:
+                    img = R.corrupt(img, rng)
+                ok += verify(img, rec).correct
+                advance()
+            accs.append(ok / per_tag)
+            table.add_row(tag, f"{ok}/{per_tag}", f"{ok / per_tag:.4f}")
+    console.print(table)
+    print(f"verifier accuracy (min over tags): {min(accs):.4f}")
+
+
+@world_app.command("train")
+def world_train(
+    out: Path = typer.Option(Path("runs/shapeworld"), help="Folder for checkpoints and exported weights."),
+    steps: int = typer.Option(2400, help="Total optimiser steps (rerun to resume)."),
+    batch_size: int = typer.Option(64, help="Images per step."),
+    lr: float = typer.Option(6e-4, help="Peak learning rate."),
+    seed: int = typer.Option(0, help="Seed for weights, prompts, renders and noise."),
+    checkpoint_every: int = typer.Option(100, help="Steps between (atomic) checkpoints."),
+):
+    """Train the ShapeWorld model on the CPU; resumes from OUT/checkpoint.pt if present."""
+    from .world.train import TrainConfig, train
+
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every)
+    with progress_bar("training", steps) as advance:
+        last = [None]
+
+        def on_step(step, loss):
+            if last[0] is None:
+                advance(step - 1)
+            last[0] = step
+            advance(1, info=f"loss {loss:.4f}")
+
+        path = train(cfg, out, progress=on_step)
+    console.print(f"weights: {path}  (copy to src/rewardlab/world/data/shapeworld.safetensors to ship)")
+
+
+@world_app.command("prompts")
+def world_prompts(out: Path = typer.Option(None, help="Folder (default: the package's data folder)."),
+                  seed: int = typer.Option(0, help="Seed for the eval set's order.")):
+    """Write the fixed prompt sets train.jsonl and eval.jsonl."""
+    from .world.prompts import PROMPT_DIR, build_prompt_sets
+    from .world.records import save_records
+
+    out = out or PROMPT_DIR
+    for name, recs in build_prompt_sets(seed).items():
+        save_records(recs, Path(out) / f"{name}.jsonl")
+        console.print(f"{name}: {len(recs)} records → {Path(out) / f'{name}.jsonl'}")
+
+
+def _resolve_prompts(prompts: str) -> Path:
+    from .world.prompts import prompt_set_path
+
+    return Path(prompts) if Path(prompts).exists() else prompt_set_path(prompts)
+
+
+@eval_app.command("geneval")
+def eval_geneval(
+    generator: str = typer.Option("shapeworld", help="Generator to evaluate (shapeworld)."),
+    prompts: str = typer.Option("eval", help="GenEval metadata JSONL, or a shipped set: eval, train."),
+    images_per_prompt: int = typer.Option(4, help="Images per prompt."),
+    out: Path = typer.Option(Path("outputs/geneval"), help="Output folder (GenEval layout)."),
+    steps: int = typer.Option(DEFAULT_STEPS, help="Sampling steps."),
+    guidance: float = typer.Option(DEFAULT_GUIDANCE, help="Classifier-free guidance scale."),
+    seed: int = typer.Option(0, help="Base seed; every image gets its own."),
+    limit: int = typer.Option(0, help="Use only the first N records per tag (0 = all)."),
+    weights: Optional[Path] = typer.Option(None, help="Model weights (default: the shipped model)."),
+):
+    """Generate for every prompt, verify, write GenEval's layout and print its summary."""
+    from .eval.geneval import first_per_tag, format_summary, held_out_split, run_geneval, summarize
+    from .world.records import RecordError, load_records
+    from .world.sample import sample_fn
+
+    if generator != "shapeworld":
+        fail(f"unknown generator {generator!r}; available: shapeworld")
+    try:
+        records = load_records(_resolve_prompts(prompts))
+        fn = sample_fn(weights, steps=steps, guidance=guidance)
+    except (RecordError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    if limit:
+        records = first_per_tag(records, limit)
+    with progress_bar("generating + verifying", len(records) * images_per_prompt) as advance:
+        results = run_geneval(fn, records, images_per_prompt, out, seed=seed, progress=advance)
+    print(format_summary(summarize(results)))
+    for name, (acc, n) in held_out_split(results).items():
+        console.print(f"position+color_attr, {name} compositions: {acc:.2%} of {n} images")
+    console.print(f"images and results.jsonl in {out}")
+
+
+@eval_app.command("geneval-summary")
+def eval_geneval_summary(results: Path = typer.Argument(..., help="A GenEval-format results.jsonl.")):
+    """Print GenEval's summary (same arithmetic as summary_scores.py) for a results file."""
+    from .eval.geneval import format_summary, load_results, summarize
+
+    try:
+        print(format_summary(summarize(load_results(results))))
+    except (OSError, ValueError) as e:
+        fail(str(e))
+
+
+DEMO_PROMPTS = ["a photo of a circle", "a photo of two red circles", "a photo of a blue square",
+                "a photo of a triangle left of a square", "a photo of a red circle and a blue square",
+                "a photo of three triangles"]
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("outputs/demo"), help="Folder for the grid and evaluation."),
+         per_tag: int = typer.Option(12, help="Eval records per tag for the quick GenEval table."),
+         images_per_prompt: int = typer.Option(2, help="Images per eval record.")):
+    """The main job on the embedded default: a sample grid and the base GenEval-style table."""
+    from .eval.geneval import first_per_tag, format_summary, run_geneval, summarize
+    from .images import grid, save_png
+    from .world.prompts import prompt_set_path
+    from .world.records import load_records
+    from .world.sample import sample_fn
+
+    fn = sample_fn(None, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE)
+    prompts = [p for p in DEMO_PROMPTS for _ in range(8)]
+    images = fn(prompts, list(range(len(prompts))))
+    save_png(grid(images, 8), out / "grid.png", scale=4)
+    console.print(f"sample grid (rows: {'; '.join(DEMO_PROMPTS)}) → {out / 'grid.png'}")
+    records = first_per_tag(load_records(prompt_set_path("eval")), per_tag)
+    with progress_bar("base GenEval-style eval", len(records) * images_per_prompt) as advance:
+        results = run_geneval(fn, records, images_per_prompt, out / "geneval", progress=advance)
+    print(format_summary(summarize(results)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""GenEval-compatible evaluation: GenEval's folder layout, results lines and summary.
+
+Layout written (as GenEval's ``generation/diffusers_generate.py``)::
+
+    OUT/<index:05d>/metadata.jsonl      the record
+    OUT/<index:05d>/samples/<k:04d>.png  image k of that prompt
+    OUT/results.jsonl                    one line per image, as GenEval's evaluate_images.py
+
+Results lines carry ``filename``, ``tag``, ``correct``, ``reason``, ``prompt`` and
+``metadata`` (the record as a JSON *string*), so GenEval's ``summary_scores.py`` reads
+them unchanged; rewardlab adds ``score`` (partial credit) and ``held_out``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..images import save_png
+from ..world.prompts import is_held_out
+from ..world.verify import verify
+
+# images uint8 [B, H, W, 3] for (prompts, seeds)
+SampleFn = Callable[[Sequence[str], Sequence[int]], np.ndarray]
+
+
+def image_seed(seed: int, index: int, k: int, per_prompt: int) -> int:
+    """The seed of image ``k`` of prompt ``index``: every image of a run has its own."""
+    return seed * 10_000_019 + index * per_prompt + k
+
+
+def run_geneval(sample_fn: SampleFn, records: list[dict[str, Any]], images_per_prompt: int,
+                out_dir: str | Path, seed: int = 0, batch_size: int = 64,
+                progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Generate, save in GenEval's layout, verify; returns (and writes) the results lines."""
+    out_dir = Path(out_dir)
+    jobs = [(i, k) for i in range(len(records)) for k in range(images_per_prompt)]
+    results = []
+    for i, rec in enumerate(records):
+        (out_dir / f"{i:05d}" / "samples").mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{i:05d}" / "metadata.jsonl").write_text(json.dumps(rec) + "\n")
+    for start in range(0, len(jobs), batch_size):
+        batch = jobs[start:start + batch_size]
+        prompts = [records[i]["prompt"] for i, _ in batch]
+        seeds = [image_seed(seed, i, k, images_per_prompt) for i, k in batch]
+        images = sample_fn(prompts, seeds)
+        for (i, k), img in zip(batch, images):
+            path = out_dir / f"{i:05d}" / "samples" / f"{k:04d}.png"
+            save_png(img, path)
+            results.append(result_line(path, records[i], img))
+        if progress is not None:
+            progress(len(batch))
+    with open(out_dir / "results.jsonl", "w", encoding="utf-8") as f:
+        for line in results:
+            f.write(json.dumps(line) + "\n")
+    return results
+
+
+def result_line(path: Path, record: dict[str, Any], image: np.ndarray) -> dict[str, Any]:
+    v = verify(image, record)
+    return {"filename": str(path), "tag": record["tag"], "correct": v.correct, "reason": v.reason,
+            "prompt": record["prompt"], "metadata": json.dumps(record), "score": v.score,
+            "held_out": is_held_out(record)}
+
+
+def first_per_tag(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` records of each tag, in file order."""
+    counts: dict[str, int] = defaultdict(int)
+    out = []
+    for r in records:
+        if counts[r["tag"]] < limit:
+            out.append(r)
+            counts[r["tag"]] += 1
+    return out
+
+
+def load_results(path: str | Path) -> list[dict[str, Any]]:
+    lines = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not JSON ({e})") from None
+            missing = {"tag", "correct", "metadata"} - set(row)
+            if missing:
+                raise ValueError(f"{path}:{lineno}: missing field(s) {sorted(missing)}")
+            lines.append(row)
+    if not lines:
+        raise ValueError(f"{path} holds no results")
+    return lines
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """GenEval's ``summary_scores.py`` arithmetic: prompts are grouped by their metadata
+    string, tags in order of first appearance, overall = mean of per-tag means."""
+    by_prompt: dict[str, list[bool]] = defaultdict(list)
+    by_tag: dict[str, list[bool]] = {}
+    for r in results:
+        key = r["metadata"] if isinstance(r["metadata"], str) else json.dumps(r["metadata"])
+        by_prompt[key].append(bool(r["correct"]))
+        by_tag.setdefault(r["tag"], []).append(bool(r["correct"]))
+    tags = {t: (float(np.mean(v)), int(sum(v)), len(v)) for t, v in by_tag.items()}
+    return {
+        "images": len(results),
+        "prompts": len(by_prompt),
+        "correct_images": float(np.mean([bool(r["correct"]) for r in results])),
+        "correct_prompts": float(np.mean([any(v) for v in by_prompt.values()])),
+        "tags": tags,
+        "overall": float(np.mean([m for m, _, _ in tags.values()])),
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [f"Total images: {s['images']}", f"Total prompts: {s['prompts']}",
+             f"% correct images: {s['correct_images']:.2%}",
+             f"% correct prompts: {s['correct_prompts']:.2%}"]
+    for tag, (mean, n_ok, n) in s["tags"].items():
+        lines.append(f"{tag:<16} = {mean:.2%} ({n_ok} / {n})")
+    lines.append(f"Overall score (avg. over tasks): {s['overall']:.5f}")
+    return "\n".join(lines)
+
+
+def held_out_split(results: list[dict[str, Any]]) -> dict[str, tuple[float, int]]:
+    """Accuracy on compositions seen in training vs held out (tags that hold some out)."""
+    out = {}
+    for name, flag in (("seen", False), ("held_out", True)):
+        rows = [r["correct"] for r in results
+                if r.get("held_out") is flag and r["tag"] in ("position", "color_attr")]
+        if rows:
+            out[name] = (float(np.mean(rows)), len(rows))
+    return out

@@ -1,0 +1,92 @@
+"""Image I/O and the one canonical format: float tensors ``[B, 3, H, W]`` in [0, 1]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+MAX_PIXELS = 64_000_000  # refuse decompression bombs
+
+
+class ImageError(ValueError):
+    """An image that cannot be read or converted; the message names the file."""
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read any PIL-readable file as uint8 RGB ``[H, W, 3]`` (palette, alpha, 16-bit,
+    CMYK and greyscale are converted; transparency is composited on white)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ImageError(f"{path}: {im.width}x{im.height} exceeds {MAX_PIXELS} pixels")
+            im.load()
+            return pil_to_array(im)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageError(f"{path}: not a readable image ({e})") from None
+
+
+def pil_to_array(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        arr = (arr / max(1.0, arr.max()) * 255).round().astype(np.uint8)
+        im = Image.fromarray(arr, mode="L")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im.convert("RGBA"))
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def to_tensor(images: Iterable) -> torch.Tensor:
+    """Stack paths, PIL images or uint8 ``[H, W, 3]`` arrays (all one size) into ``[B,3,H,W]``."""
+    arrays = []
+    for im in images:
+        if isinstance(im, (str, Path)):
+            im = load_image(im)
+        elif isinstance(im, Image.Image):
+            im = pil_to_array(im)
+        arr = np.asarray(im)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[-1] != 3:
+            raise ImageError(f"expected uint8 [H, W, 3], got {arr.dtype} {arr.shape}")
+        arrays.append(arr)
+    if not arrays:
+        raise ImageError("no images given")
+    if len({a.shape for a in arrays}) > 1:
+        raise ImageError(f"images differ in size: {sorted({a.shape for a in arrays})}")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``[B,3,H,W]`` in [0, 1] → uint8 ``[B, H, W, 3]``."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ImageError(f"expected [B, 3, H, W], got {tuple(images.shape)}")
+    arr = images.detach().float().clamp(0, 1).mul(255).round().byte()
+    return arr.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(image)
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    im.save(path)
+
+
+def grid(images: np.ndarray, cols: int) -> np.ndarray:
+    """Tile uint8 ``[B, H, W, 3]`` into one image, ``cols`` per row (white padding)."""
+    b, h, w, _ = images.shape
+    rows = -(-b // cols)
+    out = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        out[r * (h + 2) + 1: r * (h + 2) + 1 + h, c * (w + 2) + 1: c * (w + 2) + 1 + w] = im
+    return out
