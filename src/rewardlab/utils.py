@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, seeding, torch thread setup."""
+"""Small shared helpers."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -29,7 +29,7 @@ class TrainConfig:
     lr: float = 5e-4  # peak AdamW learning rate
     warmup: int = 100  # linear warm-up steps, then cosine decay to 10% of lr
     weight_decay: float = 0.01  # AdamW weight decay
-    ema_decay: float = 0.999  # exponential moving average of weights (exported)
+    ema_decay: float = 0.999  # EMA of weights (exported); warms up as (1+step)/(10+step)
     cfg_dropout: float = 0.1  # probability of training on the empty prompt (for CFG)
     seed: int = 0  # seeds prompts, renders, noise and initial weights
     checkpoint_every: int = 100  # steps between checkpoints
@@ -106,7 +106,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress=None) -> Path:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        _ema_update(ema, model, cfg.ema_decay)
+        _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         if progress is not None:
             progress(step + 1, loss.item())
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:

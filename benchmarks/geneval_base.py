@@ -1,0 +1,50 @@
+"""Base GenEval-style table of the shipped ShapeWorld model on the committed eval set.
+
+    python benchmarks/geneval_base.py [--images-per-prompt 4] [--guidance 3.0]
+
+Prints GenEval's summary plus seen/held-out accuracy and writes
+benchmarks/results/geneval_base.{json,txt}. Takes ~5-10 minutes on 2 CPU cores.
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from rewardlab.eval.geneval import format_summary, held_out_split, run_geneval, summarize
+from rewardlab.world.prompts import prompt_set_path
+from rewardlab.world.records import load_records
+from rewardlab.world.sample import sample_fn
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images-per-prompt", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--out", default="outputs/geneval_base")
+    args = ap.parse_args()
+    records = load_records(prompt_set_path("eval"))
+    fn = sample_fn(None, steps=args.steps, guidance=args.guidance)
+    t0 = time.time()
+    results = run_geneval(fn, records, args.images_per_prompt, args.out)
+    summary = summarize(results)
+    split = held_out_split(results)
+    text = format_summary(summary) + "\n" + "\n".join(
+        f"position+color_attr {k}: {acc:.2%} ({n} images)" for k, (acc, n) in split.items())
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "geneval_base.txt").write_text(text + "\n")
+    (RESULTS / "geneval_base.json").write_text(json.dumps({
+        "summary": summary, "held_out_split": split, "settings": vars(args),
+        "seconds": round(time.time() - t0, 1), "machine": f"{platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads"}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
