@@ -8,7 +8,9 @@ Detection (classical image analysis, nothing but the pixels):
    image dropped) are objects;
 3. an object's class is the ideal shape template, drawn inside the object's own bounding
    box, with the highest IoU against its mask — robust to the soft corners of generated
-   images where fill-ratio rules are not.
+   images where fill-ratio rules are not;
+4. a blob that fits templates better as several objects (touching same-coloured shapes,
+   common in generated images) is split at its distance-transform peaks.
 
 Decision: GenEval's ``evaluate`` — per ``include`` requirement the first ``count``
 objects of the class (largest first; ones of the required colour first) must exist,
@@ -34,6 +36,7 @@ from .render import PALETTE, relative_position, shape_mask
 FG_DISTANCE = 0.3  # RGB distance from the background colour, on the [0, 1] scale
 CHROMA_MIN = 0.08  # below this a pixel has no usable hue (grey)
 MIN_AREA = 0.005  # smallest object, as a fraction of the image area
+SPLIT_GAIN = 0.05  # a blob is split into touching objects when their mean fit is this much better
 HUES = {c: colorsys.rgb_to_hsv(*(np.array(PALETTE[c]) / 255))[0] for c in COLORS}
 
 
@@ -114,6 +117,53 @@ def classify_shape(mask: np.ndarray) -> tuple[str, float]:
     return best
 
 
+def split_touching(mask: np.ndarray) -> list[np.ndarray]:
+    """Split a blob of touching same-coloured objects at its distance-transform peaks.
+
+    Peaks farther apart than the larger of their two inscribed radii are separate
+    objects; pixels go to the peak minimising ``distance - radius`` (a power diagram)."""
+    d = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    peaks = (d == ndimage.maximum_filter(d, size=3)) & (d >= max(1.5, 0.5 * d.max()))
+    centers: list[tuple[np.ndarray, float]] = []
+    for c in sorted(np.argwhere(peaks), key=lambda c: -d[tuple(c)]):
+        r = d[tuple(c)]
+        if all(np.hypot(*(c - c2)) > max(r, r2) for c2, r2 in centers):
+            centers.append((c, r))
+    if len(centers) < 2:
+        return [mask]
+    ys, xs = np.nonzero(mask)
+    cost = np.stack([np.hypot(ys - c[0], xs - c[1]) - r for c, r in centers])
+    owner = cost.argmin(0)
+    parts = []
+    for k in range(len(centers)):
+        part = np.zeros_like(mask)
+        part[ys[owner == k], xs[owner == k]] = True
+        parts.append(part)
+    return parts
+
+
+def _crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    return mask[y0:y1, x0:x1], (float(x0), float(y0), float(x1), float(y1))
+
+
+def _objects(mask: np.ndarray, color: str, min_area: float) -> list[Detection]:
+    """One component → one object, or several when splitting it fits templates better."""
+    crop, box = _crop(mask)
+    cls, fit = classify_shape(crop)
+    whole = [Detection(cls, color, box, int(crop.sum()), fit)]
+    parts = [p for p in split_touching(mask) if p.sum() >= min_area]
+    if len(parts) < 2:
+        return whole
+    split = []
+    for part in parts:
+        crop, box = _crop(part)
+        part_cls, part_fit = classify_shape(crop)
+        split.append(Detection(part_cls, color, box, int(crop.sum()), part_fit))
+    return split if np.mean([o.fit for o in split]) > fit + SPLIT_GAIN else whole
+
+
 def detect(img: np.ndarray) -> list[Detection]:
     """Objects in a uint8 ``[H, W, 3]`` image, largest first."""
     if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
@@ -122,14 +172,11 @@ def detect(img: np.ndarray) -> list[Detection]:
     min_area = max(3, MIN_AREA * img.shape[0] * img.shape[1])
     found = []
     for ci, color in enumerate(COLORS):
-        comp, _ = ndimage.label(labels == ci)
-        for i, sl in enumerate(ndimage.find_objects(comp), 1):
-            mask = ndimage.binary_fill_holes(comp[sl] == i)
-            if mask.sum() < min_area:
-                continue
-            cls, fit = classify_shape(mask)
-            box = (float(sl[1].start), float(sl[0].start), float(sl[1].stop), float(sl[0].stop))
-            found.append(Detection(cls, color, box, int(mask.sum()), fit))
+        comp, n = ndimage.label(labels == ci)
+        for i in range(1, n + 1):
+            mask = ndimage.binary_fill_holes(comp == i)
+            if mask.sum() >= min_area:
+                found += _objects(mask, color, min_area)
     return sorted(found, key=lambda d: -d.area)
 
 
