@@ -30,6 +30,7 @@ class Trajectory:
     x0_preds: torch.Tensor | None = None  # [B, T, ...]: predicted clean sample at each step
     guidance: float = 1.0
     seeds: list[int] | None = None
+    negative_prompts: list[str] | None = None
 
     @property
     def num_steps(self) -> int:
@@ -85,3 +86,49 @@ def per_sample_generators(seeds: Sequence[int]) -> list[torch.Generator]:
 def per_sample_randn(gens: list[torch.Generator], shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """One draw of ``shape`` from each sample's generator, stacked on the batch dim."""
     return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(like.device, like.dtype)
+
+
+class TrajectorySampler:
+    """The sampling loop and log-prob recomputation every adapter shares.
+
+    An adapter provides ``condition(prompts, guidance, steps, negative_prompts)`` (an
+    object with ``.guidance``), ``step(x, i, cond, prev_sample, noise, stochastic)``,
+    ``latent_shape(height, width)`` and ``decode(latents) -> [B,3,H,W] in [0,1]``."""
+
+    device: torch.device
+
+    def sample(self, prompts, *, noise=None, seeds=None, steps=20, guidance=1.0, stochastic=True,
+               window: tuple[int, int] | None = None, negative_prompts=None, height=None, width=None,
+               grad: bool = False) -> Trajectory:
+        prompts = check_prompts(prompts)
+        mask = stochastic_window(steps, stochastic, window)
+        if seeds is None:
+            seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        gens = per_sample_generators(seeds)
+        shape = self.latent_shape(height, width)
+        like = torch.empty(0, device=self.device)
+        x = per_sample_randn(gens, shape, like) if noise is None else noise.to(self.device)
+        if tuple(x.shape) != (len(prompts), *shape):
+            raise ValueError(f"noise must have shape {(len(prompts), *shape)}, got {tuple(x.shape)}")
+        with torch.set_grad_enabled(grad):
+            cond = self.condition(prompts, guidance, steps, negative_prompts)
+            latents, log_probs, x0s = [x], [], []
+            for i in range(steps):
+                eps = per_sample_randn(gens, shape, x) if mask[i] else None
+                out = self.step(x, i, cond, noise=eps, stochastic=bool(mask[i]))
+                x = out.prev_sample
+                latents.append(x)
+                log_probs.append(out.log_prob)
+                x0s.append(out.pred_x0)
+            images = self.decode(x)
+        return Trajectory(prompts, torch.stack(latents, 1), cond.timesteps, torch.stack(log_probs, 1),
+                          mask, images, torch.stack(x0s, 1), guidance, list(seeds), negative_prompts)
+
+    def log_prob(self, traj: Trajectory, step_indices: Sequence[int]) -> torch.Tensor:
+        """Recompute ``log p(x_{i+1} | x_i)`` for the given steps (with gradients)."""
+        cond = self.condition(traj.prompts, traj.guidance, traj.num_steps, traj.negative_prompts)
+        out = [self.step(traj.latents[:, i], i, cond, prev_sample=traj.latents[:, i + 1],
+                         stochastic=bool(traj.stochastic[i])).log_prob for i in step_indices]
+        return torch.stack(out, 1)

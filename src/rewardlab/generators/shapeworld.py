@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from ..world.model import ShapeWorldModel
-from .base import (Trajectory, check_prompts, per_sample_generators, per_sample_randn,
-                   stochastic_window)
+from .base import TrajectorySampler, check_prompts
 from .steps import FLOW_STEPS, StepOutput, flow_step, ode_step
 
 
@@ -18,12 +16,13 @@ class FlowCond:
     states: torch.Tensor  # [B or 2B, T, D] text states (conditional first, then unconditional)
     mask: torch.Tensor
     guidance: float
-    sigmas: torch.Tensor  # [T+1]
+    timesteps: torch.Tensor  # [T+1] noise levels σ, from 1 to 0
 
 
-class ShapeWorldGenerator:
+class ShapeWorldGenerator(TrajectorySampler):
     """``step_type``: ``flow_sde`` (Flow-GRPO, noise level ``noise_level``), ``dance_sde``
-    (DanceGRPO, ``eta``), ``cps`` or ``ode``."""
+    (DanceGRPO, ``eta``), ``cps`` or ``ode``. Negative prompts replace the empty
+    unconditional prompt of classifier-free guidance."""
 
     name = "shapeworld"
 
@@ -34,10 +33,21 @@ class ShapeWorldGenerator:
         self.model = model or ShapeWorldModel.load()
         self.step_type, self.noise_level, self.eta = step_type, noise_level, eta
 
-    def condition(self, prompts: Sequence[str], guidance: float, steps: int) -> FlowCond:
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def latent_shape(self, height=None, width=None) -> tuple[int, int, int]:
+        res = self.model.config.resolution
+        if (height or res) != res or (width or res) != res:
+            raise ValueError(f"the ShapeWorld model samples {res}x{res} images, not {height}x{width}")
+        return (3, res, res)
+
+    def condition(self, prompts, guidance: float, steps: int, negative_prompts=None) -> FlowCond:
         prompts = check_prompts(prompts)
-        use_cfg = guidance != 1.0
-        states, mask = self.model.encode(prompts + [""] * len(prompts) if use_cfg else prompts)
+        if guidance != 1.0:
+            prompts = prompts + (list(negative_prompts) if negative_prompts else [""] * len(prompts))
+        states, mask = self.model.encode(prompts)
         return FlowCond(states, mask, guidance, torch.linspace(1.0, 0.0, steps + 1))
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: FlowCond) -> torch.Tensor:
@@ -48,47 +58,12 @@ class ShapeWorldGenerator:
         return v_u + cond.guidance * (v_c - v_u)
 
     def step(self, x_t, i, cond: FlowCond, prev_sample=None, noise=None, stochastic=True) -> StepOutput:
-        sigma, sigma_prev = cond.sigmas[i], cond.sigmas[i + 1]
+        sigma, sigma_prev = cond.timesteps[i], cond.timesteps[i + 1]
         v = self.velocity(x_t, sigma.to(x_t.device), cond)
         if not stochastic:
             return ode_step(x_t, v, sigma, sigma_prev)
         return flow_step(self.step_type, x_t, v, sigma, sigma_prev, noise_level=self.noise_level,
                          eta=self.eta, prev_sample=prev_sample, noise=noise)
 
-    def sample(self, prompts, *, noise=None, seeds=None, steps=20, guidance=3.0, stochastic=True,
-               window: tuple[int, int] | None = None, grad: bool = False) -> Trajectory:
-        prompts = check_prompts(prompts)
-        mask = stochastic_window(steps, stochastic, window)
-        if seeds is None:
-            seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
-        if len(seeds) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-        gens = per_sample_generators(seeds)
-        res = self.model.config.resolution
-        shape = (3, res, res)
-        device = self.model.device
-        x = per_sample_randn(gens, shape, torch.empty(0, device=device)) if noise is None else noise.to(device)
-        if tuple(x.shape) != (len(prompts), *shape):
-            raise ValueError(f"noise must have shape {(len(prompts), *shape)}, got {tuple(x.shape)}")
-        with torch.set_grad_enabled(grad):
-            cond = self.condition(prompts, guidance, steps)
-            latents, log_probs, x0s = [x], [], []
-            for i in range(steps):
-                eps = per_sample_randn(gens, shape, x) if mask[i] else None
-                out = self.step(x, i, cond, noise=eps, stochastic=bool(mask[i]))
-                x0s.append(out.pred_x0)
-                x = out.prev_sample
-                latents.append(x)
-                log_probs.append(out.log_prob)
-        images = (x.clamp(-1, 1) + 1) / 2
-        return Trajectory(prompts, torch.stack(latents, 1), cond.sigmas, torch.stack(log_probs, 1),
-                          mask, images, torch.stack(x0s, 1), guidance, list(seeds))
-
-    def log_prob(self, traj: Trajectory, step_indices: Sequence[int]) -> torch.Tensor:
-        """Recompute ``log p(x_{i+1} | x_i)`` for the given steps (with gradients)."""
-        cond = self.condition(traj.prompts, traj.guidance, traj.num_steps)
-        out = []
-        for i in step_indices:
-            x_t, x_prev = traj.latents[:, i], traj.latents[:, i + 1]
-            out.append(self.step(x_t, i, cond, prev_sample=x_prev, stochastic=bool(traj.stochastic[i])).log_prob)
-        return torch.stack(out, 1)
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.clamp(-1, 1) + 1) / 2
