@@ -40,3 +40,39 @@ def tiny_sd():
     return StableDiffusionPipeline(vae=vae, text_encoder=clip_text_encoder(len(tok.get_vocab())), tokenizer=tok,
                                    unet=unet, scheduler=sched, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
+
+
+def t5_tokenizer():
+    from transformers import T5Tokenizer
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
+    pieces += [(c, -1.0) for c in letters] + [("▁" + c, -1.5) for c in letters]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=32)
+
+
+def t5_encoder(vocab_size, width=32):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=width, d_kv=8, d_ff=37, num_layers=2,
+                                   num_heads=4, decoder_start_token_id=0, pad_token_id=0)).eval()
+
+
+def tiny_sd3():
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
+
+    torch.manual_seed(0)
+    tok, tok3 = clip_tokenizer(), t5_tokenizer()
+    n = len(tok.get_vocab())
+    transformer = SD3Transformer2DModel(sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=2,
+                                        attention_head_dim=8, num_attention_heads=4, joint_attention_dim=32,
+                                        caption_projection_dim=32, pooled_projection_dim=64).eval()
+    vae = AutoencoderKL(block_out_channels=(16, 32), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, sample_size=16, shift_factor=0.06, scaling_factor=1.5).eval()
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=clip_text_encoder(n, with_projection=True), tokenizer=tok,
+        text_encoder_2=clip_text_encoder(n, with_projection=True), tokenizer_2=clip_tokenizer(),
+        text_encoder_3=t5_encoder(len(tok3.get_vocab())), tokenizer_3=tok3)
