@@ -99,7 +99,10 @@ class TrajectorySampler:
 
     def sample(self, prompts, *, noise=None, seeds=None, steps=20, guidance=1.0, stochastic=True,
                window: tuple[int, int] | None = None, negative_prompts=None, height=None, width=None,
-               grad: bool = False) -> Trajectory:
+               grad: bool = False, grad_steps: int | None = None, checkpoint: bool = False) -> Trajectory:
+        """``grad=True`` keeps the graph (reward backpropagation, noise optimisation):
+        ``grad_steps=K`` truncates it to the last K steps (DRaFT-K, AlignProp) and
+        ``checkpoint=True`` recomputes each step in the backward pass to save memory."""
         prompts = check_prompts(prompts)
         mask = stochastic_window(steps, stochastic, window)
         if seeds is None:
@@ -112,12 +115,16 @@ class TrajectorySampler:
         x = per_sample_randn(gens, shape, like) if noise is None else noise.to(self.device)
         if tuple(x.shape) != (len(prompts), *shape):
             raise ValueError(f"noise must have shape {(len(prompts), *shape)}, got {tuple(x.shape)}")
+        first_grad = steps - (grad_steps or steps) if grad else steps
         with torch.set_grad_enabled(grad):
             cond = self.condition(prompts, guidance, steps, negative_prompts)
             latents, log_probs, x0s = [x], [], []
             for i in range(steps):
                 eps = per_sample_randn(gens, shape, x) if mask[i] else None
-                out = self.step(x, i, cond, noise=eps, stochastic=bool(mask[i]))
+                if i < first_grad:
+                    x = x.detach()
+                with torch.set_grad_enabled(i >= first_grad):
+                    out = self._run_step(x, i, cond, eps, bool(mask[i]), checkpoint and i >= first_grad)
                 x = out.prev_sample
                 latents.append(x)
                 log_probs.append(out.log_prob)
@@ -125,6 +132,14 @@ class TrajectorySampler:
             images = self.decode(x)
         return Trajectory(prompts, torch.stack(latents, 1), cond.timesteps, torch.stack(log_probs, 1),
                           mask, images, torch.stack(x0s, 1), guidance, list(seeds), negative_prompts)
+
+    def _run_step(self, x, i, cond, noise, stochastic, checkpoint):
+        if not checkpoint:
+            return self.step(x, i, cond, noise=noise, stochastic=stochastic)
+        from torch.utils.checkpoint import checkpoint as ckpt
+
+        return ckpt(lambda x_: self.step(x_, i, cond, noise=noise, stochastic=stochastic), x,
+                    use_reentrant=False)
 
     def log_prob(self, traj: Trajectory, step_indices: Sequence[int]) -> torch.Tensor:
         """Recompute ``log p(x_{i+1} | x_i)`` for the given steps (with gradients)."""

@@ -40,6 +40,11 @@ class SD3Generator(TrajectorySampler):
         self.max_sequence_length = max_sequence_length
 
     @property
+    def denoiser(self) -> torch.nn.Module:
+        """The network LoRA adapters attach to."""
+        return self.pipe.transformer
+
+    @property
     def device(self) -> torch.device:
         return self.pipe.transformer.device
 

@@ -36,6 +36,11 @@ class StableDiffusionGenerator(TrajectorySampler):
         self.height, self.width = height or default, width or default
 
     @property
+    def denoiser(self) -> torch.nn.Module:
+        """The network LoRA adapters attach to."""
+        return self.pipe.unet
+
+    @property
     def device(self) -> torch.device:
         return self.pipe.unet.device
 

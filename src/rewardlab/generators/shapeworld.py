@@ -34,6 +34,11 @@ class ShapeWorldGenerator(TrajectorySampler):
         self.step_type, self.noise_level, self.eta = step_type, noise_level, eta
 
     @property
+    def denoiser(self) -> torch.nn.Module:
+        """The network LoRA adapters attach to."""
+        return self.model.unet
+
+    @property
     def device(self) -> torch.device:
         return self.model.device
 
