@@ -2,7 +2,7 @@
 
     python benchmarks/sampler_overhead.py [--steps 20] [--batch 8] [--repeats 5]
 
-Same tiny random-weight SD and SD3 pipelines (built in code, as in the tests), same
+Same tiny random-weight SD, SD3 and FLUX pipelines (built in code, as in the tests), same
 steps, batch, size and guidance; timings interleaved and the median taken, in one run.
 rewardlab records latents, log-probs and x0-predictions at every step and uses its own
 stochastic step (DDIM η=1 / Flow-GRPO SDE); the pipeline runs DDIM η=1 / Euler.
@@ -21,9 +21,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rewardlab.generators.diffusers_flow import SD3Generator  # noqa: E402
+from rewardlab.generators.diffusers_flow import FluxGenerator, SD3Generator  # noqa: E402
 from rewardlab.generators.diffusers_sd import StableDiffusionGenerator  # noqa: E402
-from tests.helpers.tiny_pipelines import tiny_sd, tiny_sd3  # noqa: E402
+from tests.helpers.tiny_pipelines import tiny_flux, tiny_sd, tiny_sd3  # noqa: E402
 
 
 def timed(fn):
@@ -58,12 +58,14 @@ def main():
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     print("| pipeline | batch | steps | diffusers __call__ s | rewardlab sample s | ratio |\n|---|---|---|---|---|---|")
-    sd, sd3 = tiny_sd(), tiny_sd3()
-    sd.set_progress_bar_config(disable=True)
-    sd3.set_progress_bar_config(disable=True)
+    sd, sd3, flux = tiny_sd(), tiny_sd3(), tiny_flux()
+    for pipe in (sd, sd3, flux):
+        pipe.set_progress_bar_config(disable=True)
     rows = [compare("tiny SD (DDIM η=1)", sd, StableDiffusionGenerator(sd, eta=1.0), args, eta=1.0),
             compare("tiny SD3 (flow)", sd3, SD3Generator(sd3, max_sequence_length=32), args,
-                    max_sequence_length=32)]
+                    max_sequence_length=32),
+            compare("tiny FLUX (flow)", flux, FluxGenerator(flux, max_sequence_length=32, height=args.size,
+                                                            width=args.size), args, max_sequence_length=32)]
     out = {"worst_ratio": max(r["ratio"] for r in rows), "rows": rows, "settings": vars(args)}
     (Path(__file__).parent / "results").mkdir(exist_ok=True)
     (Path(__file__).parent / "results" / "sampler_overhead.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -76,3 +76,21 @@ def tiny_sd3():
         text_encoder=clip_text_encoder(n, with_projection=True), tokenizer=tok,
         text_encoder_2=clip_text_encoder(n, with_projection=True), tokenizer_2=clip_tokenizer(),
         text_encoder_3=t5_encoder(len(tok3.get_vocab())), tokenizer_3=tok3)
+
+
+def tiny_flux(guidance_embeds=True):
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    tok, tok2 = clip_tokenizer(), t5_tokenizer()
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                         pooled_projection_dim=32, guidance_embeds=guidance_embeds,
+                                         axes_dims_rope=(4, 6, 6)).eval()
+    vae = AutoencoderKL(block_out_channels=(16, 32), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, sample_size=16, shift_factor=0.06, scaling_factor=1.5).eval()
+    sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=16, max_image_seq_len=256)
+    return FluxPipeline(transformer=transformer, scheduler=sched, vae=vae,
+                        text_encoder=clip_text_encoder(len(tok.get_vocab())), tokenizer=tok,
+                        text_encoder_2=t5_encoder(len(tok2.get_vocab())), tokenizer_2=tok2)
