@@ -15,8 +15,10 @@ app = typer.Typer(help="rewardlab: reward-driven image generation.", no_args_is_
                   pretty_exceptions_enable=False, add_completion=False)
 world_app = typer.Typer(help="ShapeWorld: the embedded world, its verifier and model.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate generators (GenEval-compatible).", no_args_is_help=True)
+rewards_app = typer.Typer(help="Reward models: list them.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
 app.add_typer(eval_app, name="eval")
+app.add_typer(rewards_app, name="rewards")
 console = Console()
 
 DEFAULT_STEPS, DEFAULT_GUIDANCE = 20, 3.0
@@ -197,6 +199,56 @@ def eval_geneval_summary(results: Path = typer.Argument(..., help="A GenEval-for
         print(format_summary(summarize(load_results(results))))
     except (OSError, ValueError) as e:
         fail(str(e))
+
+
+@rewards_app.command("list")
+def rewards_list():
+    """Every registered reward with a one-line description."""
+    from .rewards import available
+
+    table = Table("reward", "description")
+    for name, desc in available().items():
+        table.add_row(name, desc)
+    console.print(table)
+
+
+@app.command()
+def score(
+    paths: list[Path] = typer.Argument(..., help="Image files to score."),
+    prompt: Optional[str] = typer.Option(None, help="One prompt for every image."),
+    prompts_file: Optional[Path] = typer.Option(None, help="A text file with one prompt per image, in order."),
+    reward: str = typer.Option("shapeworld", help="Comma-separated reward names (see `rewardlab rewards list`)."),
+    out: Optional[Path] = typer.Option(None, help="Write scores to .csv or .jsonl."),
+    batch_size: int = typer.Option(32, help="Images per reward call."),
+):
+    """Score images with one or more rewards; unreadable files are reported, never fatal."""
+    from .rewards import load
+    from .rewards.scoring import score_files, write_scores
+
+    if (prompt is None) == (prompts_file is None):
+        fail("give exactly one of --prompt or --prompts-file")
+    prompts = [prompt] * len(paths) if prompt is not None else prompts_file.read_text().splitlines()
+    if len(prompts) != len(paths):
+        fail(f"{len(paths)} images but {len(prompts)} prompts in {prompts_file}")
+    if out and out.suffix not in (".csv", ".jsonl"):
+        fail(f"--out must end in .csv or .jsonl, got {out.name}")
+    try:
+        rewards = [load(name.strip()) for name in reward.split(",") if name.strip()]
+    except (KeyError, ValueError) as e:
+        fail(str(e).strip("'\""))
+    with progress_bar("scoring", len(paths)) as advance:
+        rows = score_files(paths, prompts, rewards, batch_size, progress=advance)
+    table = Table("file", *[r.name for r in rewards], "error")
+    for row in rows:
+        table.add_row(row["file"], *[_fmt(row.get(r.name)) for r in rewards], row.get("error", ""))
+    console.print(table)
+    if out:
+        write_scores(rows, out)
+        console.print(f"wrote {out}")
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.4f}"
 
 
 DEMO_PROMPTS = ["a photo of a circle", "a photo of two red circles", "a photo of a blue square",

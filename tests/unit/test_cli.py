@@ -54,3 +54,33 @@ def test_eval_rejects_unknown_generator_and_bad_prompts(tmp_path):
                                "prompt": "a photo of a bench"}) + "\n")
     r = runner.invoke(app, ["eval", "geneval", "--prompts", str(bad), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "bench" in r.output
+
+
+def test_score_keeps_good_files_when_one_is_bad(tmp_path):
+    from PIL import Image
+
+    from rewardlab.world.records import parse_prompt
+    from rewardlab.world.render import render_record
+
+    prompt = "a photo of a red circle"
+    good = tmp_path / "good.png"
+    Image.fromarray(render_record(parse_prompt(prompt), 0)).save(good)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(render_record(parse_prompt(prompt), 1)).convert("CMYK").save(cmyk, quality=95)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(good.read_bytes()[:30])
+    out = tmp_path / "s.jsonl"
+    r = runner.invoke(app, ["score", str(good), str(bad), str(cmyk), "--prompt", prompt,
+                            "--reward", "shapeworld,jpeg_compressibility", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0]["shapeworld"] == 1.0 and rows[2]["shapeworld"] == 1.0
+    assert "bad.png" in rows[1]["error"] and "shapeworld" not in rows[1]
+
+
+def test_score_and_rewards_list_errors():
+    assert runner.invoke(app, ["rewards", "list"]).exit_code == 0
+    r = runner.invoke(app, ["score", "x.png", "--prompt", "p", "--reward", "nope"])
+    assert r.exit_code == 2 and "unknown reward" in r.output
+    r = runner.invoke(app, ["score", "x.png"])
+    assert r.exit_code == 2 and "exactly one of" in r.output
