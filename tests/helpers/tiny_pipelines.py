@@ -94,3 +94,20 @@ def tiny_flux(guidance_embeds=True):
     return FluxPipeline(transformer=transformer, scheduler=sched, vae=vae,
                         text_encoder=clip_text_encoder(len(tok.get_vocab())), tokenizer=tok,
                         text_encoder_2=t5_encoder(len(tok2.get_vocab())), tokenizer_2=tok2)
+
+
+def tiny_clip_dir(path, image_size=32):
+    """Save a tiny random CLIPModel with its tokenizer to ``path`` (a stand-in for any CLIP)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    tok = clip_tokenizer()
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=len(tok.get_vocab()), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=image_size, patch_size=8), projection_dim=16)
+    CLIPModel(cfg).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

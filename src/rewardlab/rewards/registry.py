@@ -30,4 +30,4 @@ def load(name: str, **kwargs) -> Reward:
 
 
 def _populate() -> None:
-    from . import simple  # noqa: F401  (registers on import)
+    from . import clip, simple  # noqa: F401  (register on import)

@@ -1,0 +1,84 @@
+"""CLIP-family rewards through transformers' ``CLIPModel`` (no open_clip, no torchvision):
+``clipscore`` (Hessel et al. 2021: 2.5·max(cos, 0)) and ``pickscore`` (Kirstain et al. 2023:
+exp(logit_scale)·cos with the PickScore_v1 weights). Differentiable: preprocessing
+(resize, centre crop, normalise) is plain torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .base import Reward, RewardOutput
+from .registry import register
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def load_clip(source: str, tokenizer_source: str | None = None, device: str = "cpu"):
+    """A CLIPModel and its tokenizer from a local folder or a hub id, with an error that
+    says how to get missing weights."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    local = Path(source).exists()
+    offline = local or os.environ.get("HF_HUB_OFFLINE") == "1"
+    try:
+        model = CLIPModel.from_pretrained(source, local_files_only=offline)
+        tok = AutoTokenizer.from_pretrained(tokenizer_source or source, local_files_only=offline)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"cannot load CLIP weights from {source!r}: "
+            + ("the folder is not a saved CLIPModel + tokenizer" if local else
+               f"download them first (`hf download {source} --local-dir DIR`) and pass DIR")
+            + f" ({str(e).splitlines()[0]})") from None
+    model.eval().requires_grad_(False).to(device)
+    return model, tok
+
+
+def _features(out) -> torch.Tensor:  # transformers 5 returns an output object, 4.x a tensor
+    return out if torch.is_tensor(out) else out.pooler_output
+
+
+class CLIPReward(Reward):
+    differentiable = True
+
+    def __init__(self, model: str, tokenizer: str | None = None, kind: str = "clipscore", device: str = "cpu",
+                 name: str | None = None):
+        self.model, self.tokenizer = load_clip(model, tokenizer, device)
+        self.kind, self.name = kind, name or kind
+        self.size = self.model.config.vision_config.image_size
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize the short side to the model's size (bicubic), centre-crop, normalise."""
+        h, w = images.shape[-2:]
+        scale = self.size / min(h, w)
+        nh, nw = max(self.size, round(h * scale)), max(self.size, round(w * scale))
+        x = F.interpolate(images, size=(nh, nw), mode="bicubic", align_corners=False, antialias=nh < h)
+        top, left = (nh - self.size) // 2, (nw - self.size) // 2
+        x = x[..., top:top + self.size, left:left + self.size]
+        mean = torch.tensor(OPENAI_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(OPENAI_STD, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def score(self, images, prompts, metadata):
+        device = next(self.model.parameters()).device
+        pixels = self.preprocess(images.to(device))
+        img = F.normalize(_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
+        tokens = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(device)
+        txt = F.normalize(_features(self.model.get_text_features(**tokens)), dim=-1)
+        cos = (img * txt).sum(-1)
+        if self.kind == "clipscore":
+            scores = 2.5 * cos.clamp(min=0)
+        else:
+            scores = self.model.logit_scale.exp() * cos
+        return RewardOutput(scores.cpu(), {"cosine": cos.cpu()})
+
+
+register("clipscore", "CLIPScore (2.5·max(cos,0)) with any transformers CLIP; model=dir|hub id; differentiable")(
+    lambda model="openai/clip-vit-large-patch14", **kw: CLIPReward(model, kind="clipscore", **kw))
+register("pickscore", "PickScore_v1 (exp(logit_scale)·cos); differentiable")(
+    lambda model="yuvalkirstain/PickScore_v1", tokenizer="laion/CLIP-ViT-H-14-laion2B-s32B-b79K", **kw:
+    CLIPReward(model, tokenizer, kind="pickscore", **kw))
