@@ -97,3 +97,8 @@ def test_shipped_prompt_sets_match_the_generator():
     sets = build_prompt_sets()
     for name in ("train", "eval"):
         assert load_records(prompt_set_path(name)) == sets[name]
+
+
+def test_known_words_in_an_unknown_order_get_a_template_hint():
+    with pytest.raises(RecordError, match="none of GenEval's templates"):
+        parse_prompt("a photo of a red circle left of a square")

@@ -154,10 +154,11 @@ def parse_prompt(prompt: str) -> dict[str, Any]:
             return make_record(tag, [g[2]], [g[1]], count=count)
         return make_record(tag, g)
     unknown = [w for w in re.findall(r"[a-z]+", text) if w not in _known_words()]
-    hint = f"unknown word(s) {', '.join(map(repr, unknown))}; " if unknown else ""
-    raise RecordError(f"cannot read prompt {prompt!r}: {hint}ShapeWorld uses GenEval's templates, "
-                      f"e.g. 'a photo of a red circle left of a square' is not one, "
-                      f"'a photo of a circle left of a square' is")
+    if unknown:
+        raise RecordError(f"cannot read prompt {prompt!r}: unknown word(s) {', '.join(map(repr, unknown))}; "
+                          f"ShapeWorld knows the classes {', '.join(CLASSES)} and the colours {', '.join(COLORS)}")
+    raise RecordError(f"cannot read prompt {prompt!r}: it follows none of GenEval's templates, "
+                      f"e.g. 'a photo of a circle left of a square' or 'a photo of a red circle and a blue square'")
 
 
 def _known_words() -> set[str]:
