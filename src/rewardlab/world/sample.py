@@ -68,5 +68,4 @@ def sample_fn(weights=None, steps: int = 20, guidance: float = 3.0, device: str 
     def fn(prompts, seeds):
         return to_uint8(sample(model, list(prompts), list(seeds), steps=steps, guidance=guidance))
 
-    fn.model = model
     return fn
