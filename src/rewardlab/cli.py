@@ -33,6 +33,18 @@ def progress_bar(description: str, total: int):
         yield lambda n=1, info="": prog.update(task, advance=n, info=info)
 
 
+def step_progress(advance):
+    """A ``(step, loss)`` callback for trainers that moves the bar to ``step`` (so a resumed
+    run starts where its checkpoint left off)."""
+    done = [0]
+
+    def on_step(step: int, loss: float) -> None:
+        advance(step - done[0], info=f"loss {loss:.4f}")
+        done[0] = step
+
+    return on_step
+
+
 def fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(2)
@@ -125,16 +137,25 @@ def world_train(
 
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every)
     with progress_bar("training", steps) as advance:
-        last = [None]
-
-        def on_step(step, loss):
-            if last[0] is None:
-                advance(step - 1)
-            last[0] = step
-            advance(1, info=f"loss {loss:.4f}")
-
-        path = train(cfg, out, progress=on_step)
+        path = train(cfg, out, progress=step_progress(advance))
     console.print(f"weights: {path}  (copy to src/rewardlab/world/data/shapeworld.safetensors to ship)")
+
+
+@world_app.command("train-clip")
+def world_train_clip(
+    out: Path = typer.Option(Path("runs/shapeclip"), help="Folder for checkpoints and weights."),
+    steps: int = typer.Option(2000, help="Total optimiser steps (rerun to resume)."),
+    batch_size: int = typer.Option(128, help="Images per step (plus as many near-miss captions)."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate."),
+    seed: int = typer.Option(0, help="Seed for weights, prompts and renders."),
+):
+    """Train ShapeCLIP, the learned (hackable) ShapeWorld reward; resumes if OUT has a checkpoint."""
+    from .world.clip import ClipTrainConfig, train_clip
+
+    cfg = ClipTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    with progress_bar("training ShapeCLIP", steps) as advance:
+        path = train_clip(cfg, out, progress=step_progress(advance))
+    console.print(f"weights: {path}  (copy to src/rewardlab/world/data/shapeclip.safetensors to ship)")
 
 
 @world_app.command("prompts")

@@ -24,3 +24,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """``torch.save`` a training state atomically (tensors, numbers, strings, dicts only,
+    so ``load_checkpoint`` can read it with ``weights_only=True``)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True)
+
+
+def check_resumable(saved: dict, current: dict, path, may_change=("steps", "checkpoint_every")) -> None:
+    """Refuse to resume a checkpoint trained with other settings (only ``may_change`` may differ)."""
+    changed = {k for k in set(saved) | set(current) if saved.get(k) != current.get(k)} - set(may_change)
+    if changed:
+        raise ValueError(f"{path} was trained with different settings {sorted(changed)}; "
+                         f"use a new output folder or the same settings")

@@ -42,12 +42,13 @@ class WordTokenizer:
     def __init__(self, vocab: list[str], max_tokens: int):
         self.ids = {w: i for i, w in enumerate(vocab)}
         self.max_tokens = max_tokens
+        self.bos, self.eos, self.unk = self.ids["<bos>"], self.ids["<eos>"], self.ids["<unk>"]
 
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = torch.zeros(len(prompts), self.max_tokens, dtype=torch.long)
+        ids = torch.zeros(len(prompts), self.max_tokens, dtype=torch.long)  # <pad> is id 0
         for row, p in enumerate(prompts):
             words = re.findall(r"[a-z]+", p.lower())[: self.max_tokens - 2]
-            toks = [1] + [self.ids.get(w, 3) for w in words] + [2]
+            toks = [self.bos] + [self.ids.get(w, self.unk) for w in words] + [self.eos]
             ids[row, : len(toks)] = torch.tensor(toks)
         return ids, (ids != 0).long()
 

@@ -113,3 +113,29 @@ def prompt_set_path(name: str) -> Path:
         raise FileNotFoundError(f"no prompt set {name!r} at {path}; known: "
                                 f"{', '.join(p.stem for p in PROMPT_DIR.glob('*.jsonl'))}")
     return path
+
+
+_FLIP = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def near_miss(record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """A record one edit away (other class, count, colour or relation, or swapped
+    colours): a hard negative caption for contrastive training and for judge tests."""
+    tag, inc = record["tag"], record["include"]
+    other = lambda cls: [c for c in CLASSES if c != cls][rng.integers(len(CLASSES) - 1)]
+    other_color = lambda col: [c for c in COLORS if c != col][rng.integers(len(COLORS) - 1)]
+    if tag == "single_object":
+        return make_record(tag, [other(inc[0]["class"])])
+    if tag == "two_object":
+        keep, drop = (inc[0], inc[1]) if rng.random() < 0.5 else (inc[1], inc[0])
+        third = [c for c in CLASSES if c not in (keep["class"], drop["class"])][0]
+        return make_record(tag, [keep["class"], third])
+    if tag == "counting":
+        n = inc[0]["count"]
+        col = [inc[0]["color"]] if "color" in inc[0] else []
+        return make_record(tag, [inc[0]["class"]], col, count=[c for c in NUMBERS if c != n][rng.integers(2)])
+    if tag == "colors":
+        return make_record(tag, [inc[0]["class"]], [other_color(inc[0]["color"])])
+    if tag == "position":
+        return make_record(tag, [inc[0]["class"], inc[1]["class"]], relation=_FLIP[inc[1]["position"][0]])
+    return make_record(tag, [inc[0]["class"], inc[1]["class"]], [inc[1]["color"], inc[0]["color"]])

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils import check_resumable, load_checkpoint, save_checkpoint
 from .model import ModelConfig, ShapeWorldModel, save_weights
 from .prompts import PromptSampler
 from .render import render, sample_scene
@@ -83,12 +84,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress=None) -> Path:
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start = 0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True)
-        if state["config"] != asdict(cfg):
-            changed = {k for k in state["config"] if state["config"][k] != asdict(cfg).get(k)}
-            if changed - {"steps", "checkpoint_every"}:
-                raise ValueError(f"{ckpt_path} was trained with different settings {sorted(changed)}; "
-                                 f"use a new output folder or the same settings")
+        state = load_checkpoint(ckpt_path)
+        check_resumable(state["config"], asdict(cfg), ckpt_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         ema, start = state["ema"], state["step"]
@@ -110,7 +107,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress=None) -> Path:
         if progress is not None:
             progress(step + 1, loss.item())
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            _checkpoint(ckpt_path, model, opt, ema, step + 1, cfg)
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                        "ema": ema, "step": step + 1, "config": asdict(cfg)})
             save_weights(ema, model.config, weights_path)
     if not weights_path.exists():
         save_weights(ema, model.config, weights_path)
@@ -124,11 +122,3 @@ def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: flo
             ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
         else:
             ema[k].copy_(v)
-
-
-def _checkpoint(path: Path, model, opt, ema, step: int, cfg: TrainConfig) -> None:
-    from ..utils import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema,
-                    "step": step, "config": asdict(cfg)}, tmp)
