@@ -53,3 +53,11 @@ def test_training_resumes_and_reward_is_differentiable(tmp_path):
 def test_missing_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-clip"):
         ShapeCLIP.load(tmp_path / "none.safetensors")
+
+
+def test_shipped_shapeclip_loads_and_scores():
+    reward = load("shapeclip")
+    imgs = torch.stack([torch.from_numpy(render_record(compositions("colors")[i], 0)).permute(2, 0, 1).float() / 255
+                        for i in (0, 1)])
+    out = reward(imgs, [compositions("colors")[0]["prompt"]] * 2)
+    assert out.valid.all() and torch.isfinite(out.scores).all()
