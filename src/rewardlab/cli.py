@@ -16,6 +16,8 @@ app = typer.Typer(help="rewardlab: reward-driven image generation.", no_args_is_
 world_app = typer.Typer(help="ShapeWorld: the embedded world, its verifier and model.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate generators (GenEval-compatible).", no_args_is_help=True)
 rewards_app = typer.Typer(help="Reward models: list them.", no_args_is_help=True)
+rm_app = typer.Typer(help="Preference datasets and Bradley-Terry reward models.", no_args_is_help=True)
+app.add_typer(rm_app, name="rm")
 app.add_typer(world_app, name="world")
 app.add_typer(eval_app, name="eval")
 app.add_typer(rewards_app, name="rewards")
@@ -231,6 +233,46 @@ def rewards_list():
     for name, desc in available().items():
         table.add_row(name, desc)
     console.print(table)
+
+
+@rm_app.command("make-shapeworld")
+def rm_make_shapeworld(
+    out: Path = typer.Argument(..., help="Parquet file to write (prompt, image_a, image_b, label)."),
+    pairs: int = typer.Option(20000, help="Number of pairs."),
+    label_noise: float = typer.Option(0.1, help="Fraction of non-tie labels flipped."),
+    tie_fraction: float = typer.Option(0.1, help="Fraction of pairs of two correct images (label 0.5)."),
+    split: str = typer.Option("train", help="Prompt split: train, held_out or all."),
+    seed: int = typer.Option(0, help="Seed."),
+):
+    """A ShapeWorld preference dataset labelled by the verifier (correct vs near-miss renders)."""
+    from .data.preferences import make_shapeworld_preferences, save_preferences
+
+    rows = make_shapeworld_preferences(pairs, label_noise, tie_fraction, split, seed)
+    save_preferences(rows, out)
+    console.print(f"wrote {pairs} pairs to {out}")
+
+
+@rm_app.command("train")
+def rm_train(
+    dataset: Path = typer.Argument(..., help="Preference parquet (prompt, image_a, image_b, label)."),
+    out: Path = typer.Option(Path("runs/preference"), help="Folder for checkpoints and weights."),
+    steps: int = typer.Option(600, help="Total optimiser steps (rerun to resume)."),
+    batch_size: int = typer.Option(64, help="Pairs per step."),
+    lr: float = typer.Option(1e-3, help="Learning rate."),
+    seed: int = typer.Option(0, help="Seed."),
+):
+    """Train a Bradley-Terry reward model (ShapeCLIP architecture) on a preference dataset."""
+    from .data.preferences import load_preferences
+    from .rewards.preference import RMTrainConfig, train_rm
+
+    try:
+        rows = load_preferences(dataset)
+    except ValueError as e:
+        fail(str(e))
+    cfg = RMTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    with progress_bar("training reward model", steps) as advance:
+        path = train_rm(rows, cfg, out, progress=step_progress(advance))
+    console.print(f"weights: {path}  (copy to src/rewardlab/world/data/preference.safetensors to ship)")
 
 
 @app.command()

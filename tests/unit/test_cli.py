@@ -84,3 +84,12 @@ def test_score_and_rewards_list_errors():
     assert r.exit_code == 2 and "unknown reward" in r.output
     r = runner.invoke(app, ["score", "x.png"])
     assert r.exit_code == 2 and "exactly one of" in r.output
+
+
+def test_rm_make_and_train_reject_bad_datasets(tmp_path):
+    out = tmp_path / "p.parquet"
+    r = runner.invoke(app, ["rm", "make-shapeworld", str(out), "--pairs", "6"])
+    assert r.exit_code == 0 and out.exists(), r.output
+    (tmp_path / "bad.parquet").write_text("x")
+    r = runner.invoke(app, ["rm", "train", str(tmp_path / "bad.parquet")])
+    assert r.exit_code == 2 and "not a readable parquet" in " ".join(r.output.split())

@@ -1,11 +1,12 @@
-"""How often ShapeCLIP agrees with the exact verifier on ShapeWorld pairs.
+"""How often a learned ShapeWorld reward (shapeclip, preference) agrees with the exact
+verifier on pairs.
 
-    python benchmarks/shapeclip_agreement.py [--pairs 100] [--weights PATH]
+    python benchmarks/reward_agreement.py [--reward shapeclip] [--pairs 100] [--weights PATH]
 
 For each eval record R (held-out compositions included), render a correct image of R and
 one of a near-miss record (one edit: class, count, colour, relation or swapped colours);
-ShapeCLIP agrees with the verifier when it scores the correct image higher for caption R.
-Writes benchmarks/results/shapeclip_agreement.json.
+the reward agrees with the verifier when it scores the correct image higher for caption R.
+Writes benchmarks/results/reward_agreement_<reward>.json.
 """
 
 import argparse
@@ -25,10 +26,11 @@ from rewardlab.world.render import render_record
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reward", default="shapeclip", help="a registered reward: shapeclip or preference")
     ap.add_argument("--pairs", type=int, default=100, help="pairs per tag")
     ap.add_argument("--weights", default=None)
     args = ap.parse_args()
-    reward = load("shapeclip", weights=args.weights)
+    reward = load(args.reward, weights=args.weights)
     rng = np.random.default_rng(0)
     by_tag, held = defaultdict(list), {True: [], False: []}
     records = load_records(prompt_set_path("eval"))
@@ -56,7 +58,8 @@ def main():
            "held_out": float(np.mean(held[True])) if held[True] else None,
            "seen": float(np.mean(held[False])) if held[False] else None, "pairs_per_tag": args.pairs}
     (Path(__file__).parent / "results").mkdir(exist_ok=True)
-    (Path(__file__).parent / "results" / "shapeclip_agreement.json").write_text(json.dumps(out, indent=2) + "\n")
+    path = Path(__file__).parent / "results" / f"reward_agreement_{args.reward}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
