@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..utils import check_resumable, load_checkpoint, save_checkpoint
+from ..utils import resume_training, save_training
 from .base import Reward, RewardOutput
 from .registry import register
 
@@ -56,13 +56,7 @@ def train_rm(rows: dict[str, list], cfg: RMTrainConfig, out_dir: str | Path, pro
     torch.manual_seed(cfg.seed)
     model = ShapeCLIP(model_config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    start = 0
-    if ckpt.exists():
-        state = load_checkpoint(ckpt)
-        check_resumable(state["config"], asdict(cfg), ckpt)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = state["step"]
+    start, _ = resume_training(ckpt, asdict(cfg), model, opt)
     for step in range(start, cfg.steps):
         idx = np.random.default_rng([cfg.seed, step]).integers(len(labels), size=cfg.batch_size)
         p = [prompts[i] for i in idx]
@@ -73,8 +67,7 @@ def train_rm(rows: dict[str, list], cfg: RMTrainConfig, out_dir: str | Path, pro
         if progress is not None:
             progress(step + 1, loss.item())
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                   "step": step + 1, "config": asdict(cfg)})
+            save_training(ckpt, asdict(cfg), model, opt, step + 1)
             model.save(weights)
     return weights
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import check_resumable, load_checkpoint, save_checkpoint
+from ..utils import resume_training, save_training
 from .model import WordTokenizer
 from .prompts import PromptSampler, near_miss
 from .records import vocabulary
@@ -122,13 +122,7 @@ def train_clip(cfg: ClipTrainConfig, out_dir: str | Path, progress=None,
     torch.manual_seed(cfg.seed)
     model = ShapeCLIP(model_config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    start = 0
-    if ckpt.exists():
-        state = load_checkpoint(ckpt)
-        check_resumable(state["config"], asdict(cfg), ckpt)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = state["step"]
+    start, _ = resume_training(ckpt, asdict(cfg), model, opt)
     sampler = PromptSampler("train", seed=cfg.seed)
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
@@ -140,7 +134,6 @@ def train_clip(cfg: ClipTrainConfig, out_dir: str | Path, progress=None,
         if progress is not None:
             progress(step + 1, loss.item())
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                   "step": step + 1, "config": asdict(cfg)})
+            save_training(ckpt, asdict(cfg), model, opt, step + 1)
             model.save(weights)
     return weights

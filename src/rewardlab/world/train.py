@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils import check_resumable, load_checkpoint, save_checkpoint
+from ..utils import resume_training, save_training
 from .model import ModelConfig, ShapeWorldModel, save_weights
 from .prompts import PromptSampler
 from .render import render, sample_scene
@@ -82,13 +82,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress=None) -> Path:
     model = ShapeWorldModel(ModelConfig(resolution=cfg.resolution)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start = 0
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        check_resumable(state["config"], asdict(cfg), ckpt_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        ema, start = state["ema"], state["step"]
+    start, state = resume_training(ckpt_path, asdict(cfg), model, opt)
+    ema = state.get("ema", ema)
     sampler = PromptSampler("train", seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     for step in range(start, cfg.steps):
@@ -107,8 +102,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress=None) -> Path:
         if progress is not None:
             progress(step + 1, loss.item())
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                        "ema": ema, "step": step + 1, "config": asdict(cfg)})
+            save_training(ckpt_path, asdict(cfg), model, opt, step + 1, ema=ema)
             save_weights(ema, model.config, weights_path)
     if not weights_path.exists():
         save_weights(ema, model.config, weights_path)
