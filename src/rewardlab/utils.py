@@ -48,21 +48,3 @@ def check_resumable(saved: dict, current: dict, path, may_change=("steps", "chec
         raise ValueError(f"{path} was trained with different settings {sorted(changed)}; "
                          f"use a new output folder or the same settings")
 
-
-def resume_training(path: Path, config: dict, model, optimizer) -> tuple[int, dict]:
-    """Restore model and optimiser from the checkpoint at ``path`` if there is one (refusing
-    other settings); returns the step to start from and the whole saved state."""
-    path = Path(path)
-    if not path.exists():
-        return 0, {}
-    state = load_checkpoint(path)
-    check_resumable(state["config"], config, path)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return state["step"], state
-
-
-def save_training(path: Path, config: dict, model, optimizer, step: int, **extra) -> None:
-    """Checkpoint a training run atomically (the counterpart of ``resume_training``)."""
-    save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                           "config": config, **extra})

@@ -7,14 +7,14 @@ ties, y = 0.5, pull the two scores together).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..utils import resume_training, save_training
+from ..training import fit
 from .base import Reward, RewardOutput
 from .registry import register
 
@@ -48,28 +48,19 @@ def train_rm(rows: dict[str, list], cfg: RMTrainConfig, out_dir: str | Path, pro
     from ..images import to_tensor
     from ..world.clip import ShapeCLIP
 
-    out_dir = Path(out_dir)
-    ckpt, weights = out_dir / "checkpoint.pt", out_dir / "preference.safetensors"
     a = to_tensor([decode_png(x) for x in rows["image_a"]])
     b = to_tensor([decode_png(x) for x in rows["image_b"]])
     labels, prompts = torch.tensor(rows["label"], dtype=torch.float32), rows["prompt"]
     torch.manual_seed(cfg.seed)
     model = ShapeCLIP(model_config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    start, _ = resume_training(ckpt, asdict(cfg), model, opt)
-    for step in range(start, cfg.steps):
+
+    def step_loss(step: int) -> torch.Tensor:
         idx = np.random.default_rng([cfg.seed, step]).integers(len(labels), size=cfg.batch_size)
         p = [prompts[i] for i in idx]
-        loss = bt_loss(_score(model, a[idx], p), _score(model, b[idx], p), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if progress is not None:
-            progress(step + 1, loss.item())
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_training(ckpt, asdict(cfg), model, opt, step + 1)
-            model.save(weights)
-    return weights
+        return bt_loss(_score(model, a[idx], p), _score(model, b[idx], p), labels[idx])
+
+    return fit(model, opt, cfg, Path(out_dir), "preference.safetensors", step_loss, progress=progress)
 
 
 class PreferenceReward(Reward):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import resume_training, save_training
+from ..training import fit
 from .model import WordTokenizer
 from .prompts import PromptSampler, near_miss
 from .records import vocabulary
@@ -117,23 +117,11 @@ def clip_loss(model: ShapeCLIP, images, captions, negatives) -> torch.Tensor:
 def train_clip(cfg: ClipTrainConfig, out_dir: str | Path, progress=None,
                model_config: ClipConfig | None = None) -> Path:
     """Train (or resume) ShapeCLIP into ``out_dir``; returns the weights path."""
-    out_dir = Path(out_dir)
-    ckpt, weights = out_dir / "checkpoint.pt", out_dir / "shapeclip.safetensors"
     torch.manual_seed(cfg.seed)
     model = ShapeCLIP(model_config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    start, _ = resume_training(ckpt, asdict(cfg), model, opt)
     sampler = PromptSampler("train", seed=cfg.seed)
-    for step in range(start, cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
-        loss = clip_loss(model, *clip_batch(step, cfg, sampler, model.config.resolution))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if progress is not None:
-            progress(step + 1, loss.item())
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_training(ckpt, asdict(cfg), model, opt, step + 1)
-            model.save(weights)
-    return weights
+    return fit(model, opt, cfg, Path(out_dir), "shapeclip.safetensors",
+               lambda step: clip_loss(model, *clip_batch(step, cfg, sampler, model.config.resolution)),
+               lr_at=lambda step: cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))),
+               progress=progress)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils import resume_training, save_training
+from ..training import resume_training, save_training
 from .model import ModelConfig, ShapeWorldModel, save_weights
 from .prompts import PromptSampler
 from .render import render, sample_scene

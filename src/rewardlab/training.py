@@ -1,0 +1,57 @@
+"""What every trainer shares: resume from an atomic checkpoint, and the plain
+optimise-log-checkpoint loop (``fit``) the small contrastive/preference trainers use."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .utils import check_resumable, load_checkpoint, save_checkpoint
+
+
+def resume_training(path: Path, config: dict, model, optimizer) -> tuple[int, dict]:
+    """Restore model and optimiser from the checkpoint at ``path`` if there is one (refusing
+    other settings); returns the step to start from and the whole saved state."""
+    path = Path(path)
+    if not path.exists():
+        return 0, {}
+    state = load_checkpoint(path)
+    check_resumable(state["config"], config, path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["step"], state
+
+
+def save_training(path: Path, config: dict, model, optimizer, step: int, **extra) -> None:
+    """Checkpoint a training run atomically (the counterpart of ``resume_training``)."""
+    save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                           "config": config, **extra})
+
+
+def fit(model: torch.nn.Module, optimizer, cfg, out_dir: Path, weights_name: str,
+        step_loss: Callable[[int], torch.Tensor], lr_at: Callable[[int], float] | None = None,
+        progress=None) -> Path:
+    """Resume from ``out_dir/checkpoint.pt`` if present, then run ``cfg.steps`` steps of
+    ``step_loss(step)``; checkpoint every ``cfg.checkpoint_every`` steps and export the
+    weights (``model.save``) to ``out_dir/weights_name`` each time."""
+    out_dir = Path(out_dir)
+    ckpt, weights = out_dir / "checkpoint.pt", out_dir / weights_name
+    config = asdict(cfg)
+    start, _ = resume_training(ckpt, config, model, optimizer)
+    for step in range(start, cfg.steps):
+        if lr_at is not None:
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step)
+        loss = step_loss(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if progress is not None:
+            progress(step + 1, loss.item())
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            save_training(ckpt, config, model, optimizer, step + 1)
+            model.save(weights)
+    return weights
