@@ -62,3 +62,9 @@ def test_training_resumes_and_the_reward_is_pairwise(tmp_path):
     assert ((p >= 0) & (p <= 1)).all()
     reward(a, ["a photo of a circle"] * 2).scores.sum().backward()
     assert a.grad.abs().sum() > 0
+
+
+def test_shipped_preference_model_loads():
+    reward = load("preference")
+    out = reward(torch.rand(2, 3, 32, 32), ["a photo of a circle", "a photo of a red square"])
+    assert out.valid.all() and out.scores.shape == (2,)
