@@ -28,17 +28,16 @@ class ShapeWorldReward(Reward):
         from ..world.records import RecordError, parse_prompt
         from ..world.verify import verify
 
-        correct, partial, valid = [], [], []
+        rows = []  # (correct, partial credit, valid) per image
         for i, img in enumerate(to_uint8(images)):
             try:
-                record = metadata[i] if metadata is not None else parse_prompt(prompts[i])
-                v = verify(img, record)
-                correct.append(float(v.correct)), partial.append(v.score), valid.append(True)
-            except RecordError:
-                correct.append(0.0), partial.append(0.0), valid.append(False)
-        c, p = torch.tensor(correct), torch.tensor(partial)
-        return RewardOutput(c if self.mode == "binary" else p, {"correct": c, "partial": p},
-                            torch.tensor(valid))
+                v = verify(img, metadata[i] if metadata is not None else parse_prompt(prompts[i]))
+            except RecordError:  # a prompt ShapeWorld cannot read: not scorable
+                rows.append((0.0, 0.0, False))
+                continue
+            rows.append((float(v.correct), v.score, True))
+        c, p, valid = (torch.tensor(col) for col in zip(*rows))
+        return RewardOutput(c if self.mode == "binary" else p, {"correct": c, "partial": p}, valid)
 
 
 class JpegSize(Reward):
