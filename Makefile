@@ -11,7 +11,8 @@ $(PY):
 
 $(VENV)/.installed: $(PY) pyproject.toml
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ocr]"
+	$(PY) -m pip install --quiet --no-deps rapidocr-onnxruntime==1.4.4
 	touch $@
 
 install: $(VENV)/.installed

@@ -42,3 +42,60 @@ class FaceReward(Reward):
 
 
 register("face", "face present (OpenCV Haar cascade, offline); sub-scores count and largest_area")(FaceReward)
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions), O(len(a)·len(b))."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def ocr_score(found: str, target: str) -> float:
+    """Flow-GRPO's OCR reward: spaces and case ignored; 1 if the target appears, else
+    ``1 - min(edit distance, len(target)) / len(target)``."""
+    found, target = found.replace(" ", "").lower(), target.replace(" ", "").lower()
+    if target in found:
+        return 1.0
+    return 1.0 - min(levenshtein(found, target), len(target)) / len(target)
+
+
+def quoted_text(prompt: str) -> str | None:
+    import re
+
+    m = re.search(r'"([^"]+)"|“([^”]+)”|\'([^\']+)\'', prompt)
+    return next((g for g in m.groups() if g), None) if m else None
+
+
+class OCRReward(Reward):
+    """Does the prompt's quoted text appear in the image? RapidOCR (ONNX models bundled in
+    ``rapidocr-onnxruntime``) reads the image; the score is ``ocr_score``. Prompts without
+    quoted text are marked invalid."""
+
+    name = "ocr"
+
+    def __init__(self):
+        try:
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError:
+            raise ImportError("the ocr reward needs rapidocr: `make install` installs it "
+                              "(pip install --no-deps rapidocr-onnxruntime plus the [ocr] extra)") from None
+        self.engine = RapidOCR()
+
+    def score(self, images, prompts, metadata):
+        scores, valid, texts = [], [], []
+        for img, prompt in zip(to_uint8(images), prompts):
+            target = quoted_text(prompt)
+            result, _ = self.engine(img)
+            text = " ".join(r[1] for r in result or [])
+            texts.append(text)
+            scores.append(ocr_score(text, target) if target else 0.0)
+            valid.append(target is not None)
+        return RewardOutput(torch.tensor(scores), {}, torch.tensor(valid))
+
+
+register("ocr", 'OCR (RapidOCR, offline): edit-distance match of the prompt\'s "quoted text" (Flow-GRPO)')(OCRReward)
