@@ -30,4 +30,4 @@ def load(name: str, **kwargs) -> Reward:
 
 
 def _populate() -> None:
-    from . import clip, detectors, preference, shapeclip, simple  # noqa: F401  (register on import)
+    from . import clip, detectors, hps, preference, shapeclip, simple  # noqa: F401  (register on import)
