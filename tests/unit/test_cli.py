@@ -93,3 +93,19 @@ def test_rm_make_and_train_reject_bad_datasets(tmp_path):
     (tmp_path / "bad.parquet").write_text("x")
     r = runner.invoke(app, ["rm", "train", str(tmp_path / "bad.parquet")])
     assert r.exit_code == 2 and "not a readable parquet" in " ".join(r.output.split())
+
+
+def test_score_handles_tiny_and_oversized_images(tmp_path, monkeypatch):
+    import rewardlab.images as images
+    from PIL import Image
+
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(tmp_path / "one.png")
+    Image.new("RGB", (40, 40), (255, 255, 255)).save(tmp_path / "big.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)  # stands in for a decompression bomb
+    out = tmp_path / "s.jsonl"
+    r = runner.invoke(app, ["score", str(tmp_path / "one.png"), str(tmp_path / "big.png"), "--prompt",
+                            "a photo of a circle", "--reward", "shapeworld,jpeg_compressibility", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    one, big = [json.loads(line) for line in out.read_text().splitlines()]
+    assert one["shapeworld"] == 0.0 and one["jpeg_compressibility"] < 0
+    assert "exceeds 1000 pixels" in big["error"]
