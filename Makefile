@@ -29,6 +29,10 @@ test-all: install
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/geneval_base.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/sampler_throughput.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/sampler_overhead.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/reward_throughput.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/reward_agreement.py --reward shapeclip
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/reward_agreement.py --reward preference
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

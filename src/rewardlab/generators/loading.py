@@ -19,7 +19,7 @@ def load_pipeline(cls_name: str, source, **kwargs):
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
         return cls.from_pretrained(str(source), local_files_only=local or offline, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:
         hint = ("it is a local folder but not a complete save_pretrained() pipeline"
                 if local else f"download it first: `hf download {source} --local-dir DIR` "
                 f"and pass DIR" + (" (HF_HUB_OFFLINE=1 is set)" if offline else ""))
