@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..world.model import ShapeWorldModel
+from ..world.sample import timesteps
 from .base import TrajectorySampler, check_prompts
 from .steps import FLOW_STEPS, StepOutput, flow_step, ode_step
 
@@ -53,18 +54,11 @@ class ShapeWorldGenerator(TrajectorySampler):
         if guidance != 1.0:
             prompts = prompts + (list(negative_prompts) if negative_prompts else [""] * len(prompts))
         states, mask = self.model.encode(prompts)
-        return FlowCond(states, mask, guidance, torch.linspace(1.0, 0.0, steps + 1))
-
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: FlowCond) -> torch.Tensor:
-        if cond.guidance == 1.0:
-            return self.model.velocity(x, sigma.expand(len(x)), (cond.states, cond.mask))
-        v_c, v_u = self.model.velocity(torch.cat([x, x]), sigma.expand(2 * len(x)),
-                                       (cond.states, cond.mask)).chunk(2)
-        return v_u + cond.guidance * (v_c - v_u)
+        return FlowCond(states, mask, guidance, timesteps(steps))
 
     def step(self, x_t, i, cond: FlowCond, prev_sample=None, noise=None, stochastic=True) -> StepOutput:
         sigma, sigma_prev = cond.timesteps[i], cond.timesteps[i + 1]
-        v = self.velocity(x_t, sigma.to(x_t.device), cond)
+        v = self.model.guided_velocity(x_t, sigma.to(x_t.device), (cond.states, cond.mask), cond.guidance)
         if not stochastic:
             return ode_step(x_t, v, sigma, sigma_prev)
         return flow_step(self.step_type, x_t, v, sigma, sigma_prev, noise_level=self.noise_level,

@@ -86,6 +86,15 @@ class ShapeWorldModel(nn.Module):
         return self.unet(x_t, t * 1000, encoder_hidden_states=states,
                          encoder_attention_mask=mask).sample
 
+    def guided_velocity(self, x: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, torch.Tensor],
+                        guidance: float) -> torch.Tensor:
+        """Classifier-free guidance ``v_u + g (v_c - v_u)``; with ``g != 1`` the text states
+        in ``cond`` hold the conditional prompts first, then the unconditional ones."""
+        if guidance == 1.0:
+            return self.velocity(x, t.expand(len(x)), cond)
+        v_c, v_u = self.velocity(torch.cat([x, x]), t.expand(2 * len(x)), cond).chunk(2)
+        return v_u + guidance * (v_c - v_u)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -45,17 +45,10 @@ def sample(model: ShapeWorldModel, prompts: Sequence[str], seeds: Sequence[int],
 def _sample_batch(model, prompts, seeds, steps, guidance):
     res = model.config.resolution
     x = seeded_noise(seeds, (3, res, res), model.device)
-    n = len(prompts)
-    use_cfg = guidance != 1.0
-    states, mask = model.encode(prompts + [""] * n if use_cfg else prompts)
+    cond = model.encode(prompts + [""] * len(prompts) if guidance != 1.0 else prompts)
     ts = timesteps(steps).to(model.device)
     for t, t_next in zip(ts[:-1], ts[1:]):
-        xin = torch.cat([x, x]) if use_cfg else x
-        v = model.velocity(xin, t.expand(len(xin)), (states, mask))
-        if use_cfg:
-            v_c, v_u = v.chunk(2)
-            v = v_u + guidance * (v_c - v_u)
-        x = x + (t_next - t) * v
+        x = x + (t_next - t) * model.guided_velocity(x, t, cond, guidance)
     return ((x.clamp(-1, 1) + 1) / 2).cpu()
 
 
