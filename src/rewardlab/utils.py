@@ -26,6 +26,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def local_files_only(source) -> bool:
+    """Whether ``from_pretrained(source)`` must not reach a hub: ``source`` is a local
+    folder, or ``HF_HUB_OFFLINE=1`` is set."""
+    return Path(source).exists() or os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """``torch.save`` a training state atomically (tensors, numbers, strings, dicts only,
     so ``load_checkpoint`` can read it with ``weights_only=True``)."""

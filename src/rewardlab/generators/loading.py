@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..utils import local_files_only
+
 
 class WeightsNotFound(FileNotFoundError):
     pass
@@ -15,10 +17,9 @@ def load_pipeline(cls_name: str, source, **kwargs):
     import diffusers
 
     cls = getattr(diffusers, cls_name)
-    local = Path(source).exists()
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    local, offline = Path(source).exists(), os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
-        return cls.from_pretrained(str(source), local_files_only=local or offline, **kwargs)
+        return cls.from_pretrained(str(source), local_files_only=local_files_only(source), **kwargs)
     except (OSError, ValueError) as e:
         hint = ("it is a local folder but not a complete save_pretrained() pipeline"
                 if local else f"download it first: `hf download {source} --local-dir DIR` "

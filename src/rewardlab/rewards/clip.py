@@ -5,12 +5,12 @@ exp(logit_scale)·cos with the PickScore_v1 weights). Differentiable: preprocess
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..utils import local_files_only
 from .base import Reward, RewardOutput
 from .registry import register
 
@@ -23,8 +23,7 @@ def load_clip(source: str, tokenizer_source: str | None = None, device: str = "c
     says how to get missing weights."""
     from transformers import AutoTokenizer, CLIPModel
 
-    local = Path(source).exists()
-    offline = local or os.environ.get("HF_HUB_OFFLINE") == "1"
+    local, offline = Path(source).exists(), local_files_only(source)
     try:
         model = CLIPModel.from_pretrained(source, local_files_only=offline)
         tok = AutoTokenizer.from_pretrained(tokenizer_source or source, local_files_only=offline)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..utils import local_files_only
 from .base import Reward, RewardOutput
 from .clip import _features, clip_pixels
 from .registry import register
@@ -80,8 +81,6 @@ class HPSReward(Reward):
 
     def __init__(self, checkpoint: str | None = None, tokenizer: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
                  config: dict | None = None, device: str = "cpu", name: str = "hpsv2"):
-        import os
-
         from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
         if checkpoint is None:
@@ -94,9 +93,8 @@ class HPSReward(Reward):
         if missing or unexpected:
             raise ValueError(f"{checkpoint} does not fit the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
         self.model.eval().requires_grad_(False).to(device)
-        offline = Path(tokenizer).exists() or os.environ.get("HF_HUB_OFFLINE") == "1"
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer, local_files_only=offline)
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer, local_files_only=local_files_only(tokenizer))
         except OSError:
             raise FileNotFoundError(f"cannot load the CLIP tokenizer {tokenizer!r}: download it "
                                     f"(`hf download {tokenizer} --local-dir DIR`) and pass tokenizer=DIR") from None
