@@ -153,6 +153,8 @@ def _objects(mask: np.ndarray, color: str, min_area: float) -> list[Detection]:
     crop, box = _crop(mask)
     cls, fit = classify_shape(crop)
     whole = [Detection(cls, color, box, int(crop.sum()), fit)]
+    if fit + SPLIT_GAIN >= 1.0:  # parts fit at most 1.0: a split could never win
+        return whole
     parts = [p for p in split_touching(mask) if p.sum() >= min_area]
     if len(parts) < 2:
         return whole
