@@ -3,7 +3,7 @@ import torch
 
 from rewardlab.images import to_tensor
 from rewardlab.rewards import RewardError, available, load
-from rewardlab.rewards.combine import (decoupled_advantages, group_normalize, pareto_front,
+from rewardlab.rewards.combine import (decoupled_advantages, group_normalize, log_tamed, pareto_front,
                                        pairwise_win_rate, uncertainty_penalized, weighted_sum)
 from rewardlab.world.records import parse_prompt
 from rewardlab.world.render import render_record
@@ -77,6 +77,20 @@ def test_aggregations_by_hand():
     assert pareto_front({"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([2.0, 1.0])}).tolist() == [True, True]
     ens = torch.tensor([[1.0, 2.0], [3.0, 2.0]])
     assert uncertainty_penalized(ens, 0.5).tolist() == [1.5, 2.0]
+
+
+def test_log_tamed_tames_only_the_high_variation_reward():
+    s = {"a": torch.tensor([1.0, 2.0, 3.0, 4.0]), "b": torch.tensor([10.0, 0.0, 10.0, 30.0])}
+    # h = std/mean: a 1.118/2.5 = 0.447, b 10.897/12.5 = 0.872; mean threshold 0.66 tames b only
+    expected = s["a"] + torch.log1p(s["b"])
+    assert torch.allclose(log_tamed(s), expected)
+    assert torch.allclose(log_tamed(s, threshold="median"), expected)
+    assert torch.allclose(log_tamed(s, {"b": 0.5}, threshold=0.5), s["a"] + 0.5 * torch.log1p(s["b"]))
+    assert torch.allclose(log_tamed(s, threshold=1.0), s["a"] + s["b"])  # nothing above 1.0
+    with pytest.raises(ValueError, match="<= -1"):
+        log_tamed({"a": torch.tensor([1.0, 1.0]), "b": torch.tensor([-2.0, 9.0])})
+    with pytest.raises(ValueError, match="threshold"):
+        log_tamed(s, threshold="max")
 
 
 def test_pairwise_win_rate_by_hand():

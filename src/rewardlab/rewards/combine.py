@@ -34,6 +34,27 @@ def decoupled_advantages(scores: Mapping[str, torch.Tensor], groups: torch.Tenso
     return weighted_sum({k: group_normalize(v, groups) for k, v in scores.items()}, weights)
 
 
+def log_tamed(scores: Mapping[str, torch.Tensor], weights: Mapping[str, float] | None = None,
+              threshold: float | str = "mean") -> torch.Tensor:
+    """PaCo-RL's log-tamed weighted sum: a reward whose coefficient of variation over the
+    batch, h = std / mean, exceeds ``threshold`` (a number, or the ``"mean"``/``"median"``
+    of all rewards' h) enters as log(1 + r), so one fast-moving reward cannot dominate
+    the sum. Rewards must be > -1 where they are tamed."""
+    h = {k: (v.float().std(unbiased=False) / (v.float().mean() + 1e-6)).item() for k, v in scores.items()}
+    if isinstance(threshold, str):
+        if threshold not in ("mean", "median"):
+            raise ValueError(f"threshold must be a number, 'mean' or 'median', got {threshold!r}")
+        threshold = float(getattr(torch.tensor(list(h.values())), threshold)())
+    tamed = {}
+    for k, v in scores.items():
+        if h[k] > threshold:
+            if bool((v <= -1).any()):
+                raise ValueError(f"reward {k!r} has values <= -1; log(1 + r) is undefined (shift it first)")
+            v = torch.log1p(v.float())
+        tamed[k] = v
+    return weighted_sum(tamed, weights)
+
+
 def pareto_front(scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Parrot-style selection: ``[B]`` bool, True where no other sample is at least as good
     on every reward and strictly better on one."""
