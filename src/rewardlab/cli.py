@@ -283,9 +283,12 @@ def score(
     reward: str = typer.Option("shapeworld", help="Comma-separated reward names (see `rewardlab rewards list`)."),
     out: Optional[Path] = typer.Option(None, help="Write scores to .csv or .jsonl."),
     batch_size: int = typer.Option(32, help="Images per reward call."),
+    option: list[str] = typer.Option([], "--set", help="A reward's option, REWARD.KEY=VALUE (repeatable), "
+                                     "e.g. --set vlm_judge.model=llava-hf/llava-1.5-7b-hf"),
 ):
     """Score images with one or more rewards; unreadable files are reported, never fatal."""
     from .rewards import load
+    from .rewards.registry import parse_options
     from .rewards.scoring import score_files, write_scores
 
     if (prompt is None) == (prompts_file is None):
@@ -296,8 +299,12 @@ def score(
     if out and out.suffix not in (".csv", ".jsonl"):
         fail(f"--out must end in .csv or .jsonl, got {out.name}")
     try:
-        rewards = [load(name.strip()) for name in reward.split(",") if name.strip()]
-    except (KeyError, ValueError) as e:
+        names = [name.strip() for name in reward.split(",") if name.strip()]
+        options = parse_options(option)
+        if set(options) - set(names):
+            raise ValueError(f"--set names rewards not in --reward: {', '.join(sorted(set(options) - set(names)))}")
+        rewards = [load(name, **options.get(name, {})) for name in names]
+    except (KeyError, ValueError, FileNotFoundError) as e:
         fail(str(e).strip("'\""))
     with progress_bar("scoring", len(paths)) as advance:
         rows = score_files(paths, prompts, rewards, batch_size, progress=advance)

@@ -39,6 +39,12 @@ class Reward:
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Any] | None = None
                  ) -> RewardOutput:
+        images, prompts = self.check(images, prompts, metadata)
+        return self.score(images, prompts, metadata)
+
+    def check(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Any] | None = None
+              ) -> tuple[torch.Tensor, list[str]]:
+        """Validate one call's inputs (shape, lengths, gradients); raises ``RewardError``."""
         images = check_images(images)
         prompts = list(prompts)
         if len(prompts) != len(images):
@@ -48,7 +54,7 @@ class Reward:
         if images.requires_grad and not self.differentiable:
             raise RewardError(f"reward {self.name!r} is not differentiable: detach the images or use a "
                               f"differentiable reward for reward backpropagation")
-        return self.score(images, prompts, metadata)
+        return images, prompts
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata) -> RewardOutput:
         raise NotImplementedError

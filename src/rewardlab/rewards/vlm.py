@@ -1,0 +1,124 @@
+"""``vlm_judge``: a vision-language model asked a question about the image.
+
+Score mode (VQAScore, Lin et al. 2024; RewardDance): the probability that the model
+answers ``yes`` to ``question`` — teacher-forced, so a multi-token answer is scored
+exactly; with ``no`` given, P(yes) / (P(yes) + P(no)). Pairwise mode (UnifiedReward,
+Pref-GRPO): both images in one message, P(answer "1") against P("2"), averaged over
+both orders so the judge's position bias cancels. Any transformers
+``AutoModelForImageTextToText`` checkpoint with a chat template works (LLaVA,
+Qwen2-VL, ...). Not differentiable: the processor works on PIL images.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .base import Reward, RewardError, RewardOutput
+from .registry import register
+
+QUESTION = 'Does this figure show "{prompt}"? Please answer yes or no.'
+PAIR_QUESTION = ('Which image matches the caption "{prompt}" better, the first or the second? '
+                 'Answer 1 or 2.')
+
+
+class VLMJudge(Reward):
+    name = "vlm_judge"
+    differentiable = False
+    pairwise = True
+
+    def __init__(self, model: str, question: str = QUESTION, yes: str = "Yes", no: str | None = None,
+                 pair_question: str = PAIR_QUESTION, pair_answers: tuple[str, str] = ("1", "2"),
+                 device: str = "cpu", dtype: str = "float32", batch_size: int = 8):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from ..utils import local_files_only
+
+        for tpl in (question, pair_question):
+            if "{prompt}" not in tpl:
+                raise ValueError(f"question template must contain {{prompt}}: {tpl!r}")
+        offline = local_files_only(model)
+        try:
+            self.processor = AutoProcessor.from_pretrained(model, local_files_only=offline)
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                model, local_files_only=offline, dtype=getattr(torch, dtype)).to(device).eval()
+        except OSError as e:
+            raise FileNotFoundError(f"vlm_judge: cannot load {model!r} ({e}); pass a local folder or a hub id "
+                                    f"of an image-text-to-text model (e.g. llava-hf/llava-1.5-7b-hf) and "
+                                    f"download it first where the hub is unreachable") from e
+        self.processor.tokenizer.padding_side = "right"
+        self.question, self.yes, self.no = question, yes, no
+        self.pair_question, self.pair_answers = pair_question, pair_answers
+        self.batch_size = batch_size
+
+    # -- public API ---------------------------------------------------------------------
+    def score(self, images, prompts, metadata):
+        pil = _to_pil(images)
+        answers = [self.yes] + ([self.no] if self.no else [])
+        logp = self._answer_logprobs([[im] for im in pil], [self.question.format(prompt=p) for p in prompts],
+                                     answers)
+        p = logp.exp()
+        scores = p[:, 0] / p.sum(1) if self.no else p[:, 0]
+        return RewardOutput(scores, sub_scores={"p_yes": p[:, 0]})
+
+    def compare(self, images_a: torch.Tensor, images_b: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """P(a beats b) for each pair, [B], averaged over both presentation orders."""
+        images_a, prompts = self.check(images_a, prompts)
+        images_b, _ = self.check(images_b, prompts)
+        if images_a.shape != images_b.shape:
+            raise RewardError(f"pairwise images differ in shape: {tuple(images_a.shape)} vs {tuple(images_b.shape)}")
+        pa, pb = _to_pil(images_a), _to_pil(images_b)
+        q = [self.pair_question.format(prompt=p) for p in prompts]
+        logp = self._answer_logprobs([[x, y] for x, y in zip(pa, pb)] + [[y, x] for x, y in zip(pa, pb)],
+                                     q + q, list(self.pair_answers))
+        first = logp.softmax(1)[:, 0]  # P("1") vs P("2"), per order
+        n = len(pa)
+        return 0.5 * (first[:n] + (1 - first[n:]))
+
+    # -- internals ------------------------------------------------------------------------
+    def _answer_logprobs(self, images: list[list], questions: list[str], answers: list[str]) -> torch.Tensor:
+        """log P(answer | images, question) for every (row, answer): [N, len(answers)]."""
+        rows = [(im, q, a) for im, q in zip(images, questions) for a in answers]
+        out = []
+        for i in range(0, len(rows), self.batch_size):
+            out.append(self._teacher_forced(rows[i:i + self.batch_size]))
+        return torch.cat(out).view(len(images), len(answers))
+
+    @torch.no_grad()
+    def _teacher_forced(self, rows) -> torch.Tensor:
+        tok = self.processor.tokenizer
+        prompts, fulls, n_answer = [], [], []
+        for ims, q, a in rows:
+            content = [{"type": "image"} for _ in ims] + [{"type": "text", "text": q}]
+            msgs = [{"role": "user", "content": content}]
+            prompt = self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            full = prompt + (" " if prompt and not prompt[-1].isspace() else "") + a
+            n = len(tok(full, add_special_tokens=False).input_ids) - len(tok(prompt, add_special_tokens=False).input_ids)
+            if n < 1:
+                raise RewardError(f"vlm_judge: answer {a!r} adds no tokens after the prompt")
+            prompts.append(prompt)
+            fulls.append(full)
+            n_answer.append(n)
+        inputs = self.processor(images=[ims for ims, _, _ in rows], text=fulls, padding=True, return_tensors="pt")
+        inputs = inputs.to(self.model.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        logp = self.model(**inputs).logits.float().log_softmax(-1)
+        ids, lengths = inputs["input_ids"], inputs["attention_mask"].sum(1)
+        total = []
+        for r, (length, n) in enumerate(zip(lengths.tolist(), n_answer)):
+            pos = torch.arange(length - n, length, device=logp.device)
+            total.append(logp[r, pos - 1, ids[r, pos]].sum())
+        return torch.stack(total).cpu()
+
+
+def _to_pil(images: torch.Tensor) -> list:
+    from PIL import Image
+
+    arr = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+register("vlm_judge", "P('Yes') from any image-text-to-text VLM (VQAScore); pairwise 1-vs-2 judging "
+                      "(UnifiedReward style); model=DIR|HUB_ID")(VLMJudge)
