@@ -31,6 +31,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/sampler_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/sampler_overhead.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/reward_throughput.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/brisque_reference.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/reward_agreement.py --reward shapeclip
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/reward_agreement.py --reward preference
 

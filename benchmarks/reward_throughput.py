@@ -19,7 +19,7 @@ from rewardlab.rewards import load
 from rewardlab.world.prompts import PromptSampler
 from rewardlab.world.render import render_record
 
-OFFLINE = ["shapeworld", "jpeg_compressibility", "face", "ocr", "shapeclip", "preference"]
+OFFLINE = ["shapeworld", "jpeg_compressibility", "face", "ocr", "brisque", "shapeclip", "preference"]
 
 
 def main():

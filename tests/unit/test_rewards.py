@@ -17,7 +17,9 @@ def images_for(prompts, seeds):
 
 def test_registry_lists_and_loads():
     names = available()
-    assert {"shapeworld", "jpeg_compressibility", "jpeg_incompressibility"} <= set(names)
+    assert set(names) == {"shapeworld", "jpeg_compressibility", "jpeg_incompressibility", "face", "ocr", "brisque",
+                          "clipscore", "pickscore", "laion_aesthetic", "hpsv2", "hpsv2.1", "vlm_judge", "shapeclip",
+                          "preference"}
     assert all(isinstance(d, str) and d for d in names.values())
     with pytest.raises(KeyError, match="unknown reward 'nope'"):
         load("nope")

@@ -62,4 +62,4 @@ def _literal(value: str):
 
 
 def _populate() -> None:
-    from . import clip, detectors, hps, preference, shapeclip, simple, vlm  # noqa: F401  (register on import)
+    from . import brisque, clip, detectors, hps, preference, shapeclip, simple, vlm  # noqa: F401  (register on import)
