@@ -1,0 +1,113 @@
+"""``rewardlab score``, ``rewardlab rewards ...`` and ``rewardlab rm ...``: rewards and reward models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .common import app, console, fail, progress_bar, step_progress
+
+rewards_app = typer.Typer(help="Reward models: list them.", no_args_is_help=True)
+rm_app = typer.Typer(help="Preference datasets and Bradley-Terry reward models.", no_args_is_help=True)
+app.add_typer(rm_app, name="rm")
+app.add_typer(rewards_app, name="rewards")
+
+
+@rewards_app.command("list")
+def rewards_list():
+    """Every registered reward with a one-line description."""
+    from ..rewards import available
+
+    table = Table("reward", "description")
+    for name, desc in available().items():
+        table.add_row(name, desc)
+    console.print(table)
+
+
+@rm_app.command("make-shapeworld")
+def rm_make_shapeworld(
+    out: Path = typer.Argument(..., help="Parquet file to write (prompt, image_a, image_b, label)."),
+    pairs: int = typer.Option(20000, help="Number of pairs."),
+    label_noise: float = typer.Option(0.1, help="Fraction of non-tie labels flipped."),
+    tie_fraction: float = typer.Option(0.1, help="Fraction of pairs of two correct images (label 0.5)."),
+    split: str = typer.Option("train", help="Prompt split: train, held_out or all."),
+    seed: int = typer.Option(0, help="Seed."),
+):
+    """A ShapeWorld preference dataset labelled by the verifier (correct vs near-miss renders)."""
+    from ..data.preferences import make_shapeworld_preferences, save_preferences
+
+    rows = make_shapeworld_preferences(pairs, label_noise, tie_fraction, split, seed)
+    save_preferences(rows, out)
+    console.print(f"wrote {pairs} pairs to {out}")
+
+
+@rm_app.command("train")
+def rm_train(
+    dataset: Path = typer.Argument(..., help="Preference parquet (prompt, image_a, image_b, label)."),
+    out: Path = typer.Option(Path("runs/preference"), help="Folder for checkpoints and weights."),
+    steps: int = typer.Option(600, help="Total optimiser steps (rerun to resume)."),
+    batch_size: int = typer.Option(64, help="Pairs per step."),
+    lr: float = typer.Option(1e-3, help="Learning rate."),
+    seed: int = typer.Option(0, help="Seed."),
+):
+    """Train a Bradley-Terry reward model (ShapeCLIP architecture) on a preference dataset."""
+    from ..data.preferences import load_preferences
+    from ..rewards.preference import RMTrainConfig, train_rm
+
+    try:
+        rows = load_preferences(dataset)
+    except ValueError as e:
+        fail(str(e))
+    cfg = RMTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    with progress_bar("training reward model", steps) as advance:
+        path = train_rm(rows, cfg, out, progress=step_progress(advance))
+    console.print(f"weights: {path}  (copy to src/rewardlab/world/data/preference.safetensors to ship)")
+
+
+@app.command()
+def score(
+    paths: list[Path] = typer.Argument(..., help="Image files to score."),
+    prompt: Optional[str] = typer.Option(None, help="One prompt for every image."),
+    prompts_file: Optional[Path] = typer.Option(None, help="A text file with one prompt per image, in order."),
+    reward: str = typer.Option("shapeworld", help="Comma-separated reward names (see `rewardlab rewards list`)."),
+    out: Optional[Path] = typer.Option(None, help="Write scores to .csv or .jsonl."),
+    batch_size: int = typer.Option(32, help="Images per reward call."),
+    option: list[str] = typer.Option([], "--set", help="A reward's option, REWARD.KEY=VALUE (repeatable), "
+                                     "e.g. --set vlm_judge.model=llava-hf/llava-1.5-7b-hf"),
+):
+    """Score images with one or more rewards; unreadable files are reported, never fatal."""
+    from ..rewards import load
+    from ..rewards.registry import parse_options
+    from ..rewards.scoring import score_files, write_scores
+
+    if (prompt is None) == (prompts_file is None):
+        fail("give exactly one of --prompt or --prompts-file")
+    prompts = [prompt] * len(paths) if prompt is not None else prompts_file.read_text().splitlines()
+    if len(prompts) != len(paths):
+        fail(f"{len(paths)} images but {len(prompts)} prompts in {prompts_file}")
+    if out and out.suffix not in (".csv", ".jsonl"):
+        fail(f"--out must end in .csv or .jsonl, got {out.name}")
+    try:
+        names = [name.strip() for name in reward.split(",") if name.strip()]
+        options = parse_options(option)
+        if set(options) - set(names):
+            raise ValueError(f"--set names rewards not in --reward: {', '.join(sorted(set(options) - set(names)))}")
+        rewards = [load(name, **options.get(name, {})) for name in names]
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        fail(str(e).strip("'\""))
+    with progress_bar("scoring", len(paths)) as advance:
+        rows = score_files(paths, prompts, rewards, batch_size, progress=advance)
+    table = Table("file", *[r.name for r in rewards], "error")
+    for row in rows:
+        table.add_row(row["file"], *[_fmt(row.get(r.name)) for r in rewards], row.get("error", ""))
+    console.print(table)
+    if out:
+        write_scores(rows, out)
+        console.print(f"wrote {out}")
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.4f}"
