@@ -112,3 +112,13 @@ def test_score_cli_passes_reward_options(vlm_dir, tmp_path):
         r = runner.invoke(app, ["score", str(tmp_path / "a.png"), "--prompt", "p", "--reward", "vlm_judge",
                                 "--set", f"vlm_judge.model={vlm_dir}", "--set", bad])
         assert r.exit_code == 2 and msg in " ".join(r.output.split()), r.output
+
+
+def test_over_long_prompts_are_invalid_and_lose_nothing(vlm_dir, images):
+    judge = load("vlm_judge", model=vlm_dir, max_prompt_tokens=40)
+    prompts = [PROMPTS[0], "red " * 100, PROMPTS[2]]
+    out = judge(images, prompts)
+    assert out.valid.tolist() == [True, False, True] and out.scores[1] == 0
+    ok = load("vlm_judge", model=vlm_dir)(images[[0, 2]], [PROMPTS[0], PROMPTS[2]]).scores
+    assert torch.allclose(out.scores[[0, 2]], ok, rtol=1e-4)
+    assert torch.isnan(judge.compare(images, images.flip(0), prompts)).tolist() == [False, True, False]

@@ -30,7 +30,8 @@ class VLMJudge(Reward):
 
     def __init__(self, model: str, question: str = QUESTION, yes: str = "Yes", no: str | None = None,
                  pair_question: str = PAIR_QUESTION, pair_answers: tuple[str, str] = ("1", "2"),
-                 device: str = "cpu", dtype: str = "float32", batch_size: int = 8):
+                 device: str = "cpu", dtype: str = "float32", batch_size: int = 8,
+                 max_prompt_tokens: int | None = None):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         from ..utils import local_files_only
@@ -51,6 +52,8 @@ class VLMJudge(Reward):
         self.question, self.yes, self.no = question, yes, no
         self.pair_question, self.pair_answers = pair_question, pair_answers
         self.batch_size = batch_size
+        text_config = self.model.config.get_text_config()
+        self.max_prompt_tokens = max_prompt_tokens or getattr(text_config, "max_position_embeddings", None) or 4096
 
     # -- public API ---------------------------------------------------------------------
     def score(self, images, prompts, metadata):
@@ -63,7 +66,8 @@ class VLMJudge(Reward):
         return RewardOutput(scores, sub_scores={"p_yes": p[:, 0]})
 
     def compare(self, images_a: torch.Tensor, images_b: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        """P(a beats b) for each pair, [B], averaged over both presentation orders."""
+        """P(a beats b) for each pair, [B], averaged over both presentation orders (NaN where
+        the prompt is longer than the model's context)."""
         images_a, prompts = self.check(images_a, prompts)
         images_b, _ = self.check(images_b, prompts)
         if images_a.shape != images_b.shape:
@@ -78,17 +82,22 @@ class VLMJudge(Reward):
 
     # -- internals ------------------------------------------------------------------------
     def _answer_logprobs(self, images: list[list], questions: list[str], answers: list[str]) -> torch.Tensor:
-        """log P(answer | images, question) for every (row, answer): [N, len(answers)]."""
-        rows = [(im, q, a) for im, q in zip(images, questions) for a in answers]
-        out = []
-        for i in range(0, len(rows), self.batch_size):
-            out.append(self._teacher_forced(rows[i:i + self.batch_size]))
-        return torch.cat(out).view(len(images), len(answers))
+        """log P(answer | images, question) for every (row, answer): [N, len(answers)]; NaN
+        (so: invalid) for a question longer than the model's context."""
+        tok = self.processor.tokenizer
+        fits = torch.tensor([len(tok(q, add_special_tokens=False).input_ids) <= self.max_prompt_tokens
+                             for q in questions])
+        rows = [(im, q, a) for im, q, ok in zip(images, questions, fits) if ok for a in answers]
+        out = torch.full((len(images), len(answers)), float("nan"))
+        if rows:
+            logp = [self._teacher_forced(rows[i:i + self.batch_size]) for i in range(0, len(rows), self.batch_size)]
+            out[fits] = torch.cat(logp).view(-1, len(answers))
+        return out
 
     @torch.no_grad()
     def _teacher_forced(self, rows) -> torch.Tensor:
         tok = self.processor.tokenizer
-        prompts, fulls, n_answer = [], [], []
+        fulls, n_answer = [], []
         for ims, q, a in rows:
             content = [{"type": "image"} for _ in ims] + [{"type": "text", "text": q}]
             msgs = [{"role": "user", "content": content}]
@@ -97,7 +106,6 @@ class VLMJudge(Reward):
             n = len(tok(full, add_special_tokens=False).input_ids) - len(tok(prompt, add_special_tokens=False).input_ids)
             if n < 1:
                 raise RewardError(f"vlm_judge: answer {a!r} adds no tokens after the prompt")
-            prompts.append(prompt)
             fulls.append(full)
             n_answer.append(n)
         inputs = self.processor(images=[ims for ims, _, _ in rows], text=fulls, padding=True, return_tensors="pt")
