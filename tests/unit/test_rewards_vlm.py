@@ -84,6 +84,8 @@ def test_vlm_judge_bad_input(vlm_dir, images, monkeypatch):
         judge.compare(images, images[:, :, :16], PROMPTS)
     with pytest.raises(RewardError, match="prompts"):
         judge(images, PROMPTS[:2])
+    with pytest.raises(ValueError, match="torch dtype"):
+        load("vlm_judge", model=vlm_dir, dtype="float33")
     with pytest.raises(ValueError, match="must contain"):
         load("vlm_judge", model=vlm_dir, question="Is it good?")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

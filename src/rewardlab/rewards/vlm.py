@@ -39,6 +39,8 @@ class VLMJudge(Reward):
         for tpl in (question, pair_question):
             if "{prompt}" not in tpl:
                 raise ValueError(f"question template must contain {{prompt}}: {tpl!r}")
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"dtype must name a torch dtype (float32, bfloat16, float16), got {dtype!r}")
         offline = local_files_only(model)
         try:
             self.processor = AutoProcessor.from_pretrained(model, local_files_only=offline)
