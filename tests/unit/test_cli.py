@@ -109,3 +109,22 @@ def test_score_handles_tiny_and_oversized_images(tmp_path, monkeypatch):
     one, big = [json.loads(line) for line in out.read_text().splitlines()]
     assert one["shapeworld"] == 0.0 and one["jpeg_compressibility"] < 0
     assert "exceeds 1000 pixels" in big["error"]
+
+
+def test_score_keeps_going_when_a_reward_rejects_some_images(tmp_path):
+    from PIL import Image
+
+    from rewardlab.world.records import parse_prompt
+    from rewardlab.world.render import render_record
+
+    prompt = "a photo of a red circle"
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "small.png")  # brisque needs 16×16
+    Image.fromarray(render_record(parse_prompt(prompt), 0)).save(tmp_path / "good.png")
+    out = tmp_path / "s.jsonl"
+    r = runner.invoke(app, ["score", str(tmp_path / "small.png"), str(tmp_path / "good.png"), "--prompt", prompt,
+                            "--reward", "brisque,shapeworld", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    small, good = [json.loads(line) for line in out.read_text().splitlines()]
+    assert small["brisque"] is None and "brisque: brisque needs images of at least 16" in small["error"]
+    assert small["shapeworld"] == 0.0  # the other reward still scored it
+    assert good["brisque"] is not None and good["shapeworld"] == 1.0 and "error" not in good

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..images import ImageError, load_image, to_tensor
-from .base import Reward
+from .base import Reward, RewardError
 
 
 def score_files(paths: Sequence[Path], prompts: Sequence[str], rewards: Sequence[Reward], batch_size: int = 32,
@@ -29,7 +29,13 @@ def score_files(paths: Sequence[Path], prompts: Sequence[str], rewards: Sequence
             idx = [i for i, _ in items]
             images = to_tensor([im for _, im in items])
             for reward in rewards:
-                out = reward(images, [prompts[i] for i in idx])
+                try:
+                    out = reward(images, [prompts[i] for i in idx])
+                except RewardError as e:  # e.g. an image too small for this reward: the others still count
+                    for i in idx:
+                        rows[i][reward.name] = None
+                        rows[i]["error"] = "; ".join(filter(None, [rows[i].get("error"), f"{reward.name}: {e}"]))
+                    continue
                 for j, i in enumerate(idx):
                     rows[i][reward.name] = float(out.scores[j]) if bool(out.valid[j]) else None
         if progress is not None:
