@@ -23,6 +23,9 @@ def test_registry_lists_and_loads():
     assert all(isinstance(d, str) and d for d in names.values())
     with pytest.raises(KeyError, match="unknown reward 'nope'"):
         load("nope")
+    for name in names:  # every factory exposes its options, so a typo is caught before anything loads
+        with pytest.raises(ValueError, match=f"reward '{name}' has no option colour"):
+            load(name, colour="red")
 
 
 def test_shapeworld_reward_binary_partial_and_batch_invariance():

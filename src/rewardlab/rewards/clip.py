@@ -5,6 +5,7 @@ exp(logit_scale)·cos with the PickScore_v1 weights). Differentiable: preprocess
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -79,10 +80,10 @@ class CLIPReward(Reward):
 
 
 register("clipscore", "CLIPScore (2.5·max(cos,0)) with any transformers CLIP; model=dir|hub id; differentiable")(
-    lambda model="openai/clip-vit-large-patch14", **kw: CLIPReward(model, kind="clipscore", **kw))
+    partial(CLIPReward, model="openai/clip-vit-large-patch14", kind="clipscore"))
 register("pickscore", "PickScore_v1 (exp(logit_scale)·cos); differentiable")(
-    lambda model="yuvalkirstain/PickScore_v1", tokenizer="laion/CLIP-ViT-H-14-laion2B-s32B-b79K", **kw:
-    CLIPReward(model, tokenizer, kind="pickscore", **kw))
+    partial(CLIPReward, model="yuvalkirstain/PickScore_v1", tokenizer="laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+            kind="pickscore"))
 
 
 class AestheticReward(Reward):

@@ -6,6 +6,7 @@ is needed. The score is the image-text cosine, as the reference implementation's
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -110,6 +111,6 @@ class HPSReward(Reward):
 
 
 register("hpsv2", "HPSv2 (open_clip ViT-H-14 checkpoint mapped to CLIPModel; checkpoint=PATH); differentiable")(
-    lambda **kw: HPSReward(name="hpsv2", **kw))
+    partial(HPSReward, name="hpsv2"))
 register("hpsv2.1", "HPSv2.1 (checkpoint=PATH to HPS_v2.1_compressed.pt); differentiable")(
-    lambda **kw: HPSReward(name="hpsv2.1", **kw))
+    partial(HPSReward, name="hpsv2.1"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 
 import torch
 from PIL import Image
@@ -62,8 +63,8 @@ class JpegSize(Reward):
 register("shapeworld", "ShapeWorld's exact GenEval verifier (mode=binary|partial); not differentiable")(
     ShapeWorldReward)
 register("jpeg_compressibility", "DDPO: minus the JPEG size in kB (smaller files score higher)")(
-    lambda **kw: JpegSize(True, **kw))
+    partial(JpegSize, compressible=True))
 register("jpeg_incompressibility", "DDPO: the JPEG size in kB (larger files score higher)")(
-    lambda **kw: JpegSize(False, **kw))
+    partial(JpegSize, compressible=False))
 
 __all__ = ["ShapeWorldReward", "JpegSize"]
