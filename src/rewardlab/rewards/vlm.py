@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from ..images import to_uint8
 from .base import Reward, RewardError, RewardOutput
 from .registry import register
 
@@ -126,8 +127,7 @@ class VLMJudge(Reward):
 def _to_pil(images: torch.Tensor) -> list:
     from PIL import Image
 
-    arr = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
+    return [Image.fromarray(a) for a in to_uint8(images)]
 
 
 register("vlm_judge", "P('Yes') from any image-text-to-text VLM (VQAScore); pairwise 1-vs-2 judging "
