@@ -3,6 +3,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
+from rewardlab.images import to_tensor
 from rewardlab.rewards import RewardError, load
 from rewardlab.rewards.brisque import aggd_fit
 
@@ -17,15 +18,11 @@ def scene(noise=0.0):
     return img.astype(np.uint8)
 
 
-def tensor(*imgs):
-    return torch.from_numpy(np.stack([np.array(i) for i in imgs])).permute(0, 3, 1, 2).float() / 255
-
-
 def test_brisque_matches_the_reference_package():
     # brisque 0.2.0 (libsvm 3.x, features flattened for numpy 2.4) scored these two images
     # 83.10886762981542 and 38.40463519499369; see benchmarks/brisque_reference.py
     reward = load("brisque")
-    out = reward(tensor(scene(), scene(20)).double(), ["", ""])
+    out = reward(to_tensor([scene(), scene(20)]).double(), ["", ""])
     assert out.sub_scores["brisque"].tolist() == pytest.approx([83.10886762981542, 38.40463519499369], abs=1e-4)
     assert torch.equal(out.scores, -out.sub_scores["brisque"])  # higher reward = better quality
 
@@ -34,9 +31,9 @@ def test_more_blur_scores_worse_and_batch_mates_do_not_matter():
     noisy = Image.fromarray(scene(20))
     blurred = [noisy.filter(ImageFilter.GaussianBlur(r)) for r in (1, 2, 4)]
     reward = load("brisque")
-    q = reward(tensor(*blurred), ["", "", ""]).sub_scores["brisque"]
+    q = reward(to_tensor(blurred), ["", "", ""]).sub_scores["brisque"]
     assert q[0] < q[1] < q[2]
-    alone = reward(tensor(blurred[1]), [""]).sub_scores["brisque"]
+    alone = reward(to_tensor([blurred[1]]), [""]).sub_scores["brisque"]
     assert torch.allclose(alone, q[1:2], atol=1e-6)
 
 
