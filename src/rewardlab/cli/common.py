@@ -24,16 +24,18 @@ def progress_bar(description: str, total: int):
         yield lambda n=1, info="": prog.update(task, advance=n, info=info)
 
 
-def step_progress(advance):
-    """A ``(step, loss)`` callback for trainers that moves the bar to ``step`` (so a resumed
-    run starts where its checkpoint left off)."""
+def run_training(description: str, steps: int, train, ship_as: str) -> None:
+    """Run ``train(progress)`` — a trainer that reports ``(step, loss)`` and returns its weights
+    path — under a bar that follows the step (a resumed run starts where its checkpoint left
+    off), then say where the weights are and where to copy them to ship."""
     done = [0]
+    with progress_bar(description, steps) as advance:
+        def on_step(step: int, loss: float) -> None:
+            advance(step - done[0], info=f"loss {loss:.4f}")
+            done[0] = step
 
-    def on_step(step: int, loss: float) -> None:
-        advance(step - done[0], info=f"loss {loss:.4f}")
-        done[0] = step
-
-    return on_step
+        path = train(on_step)
+    console.print(f"weights: {path}  (copy to src/rewardlab/world/data/{ship_as} to ship)")
 
 
 def fail(message: str) -> None:

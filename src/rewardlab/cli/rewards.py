@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .common import app, console, fail, progress_bar, step_progress
+from .common import app, console, fail, progress_bar, run_training
 
 rewards_app = typer.Typer(help="Reward models: list them.", no_args_is_help=True)
 rm_app = typer.Typer(help="Preference datasets and Bradley-Terry reward models.", no_args_is_help=True)
@@ -62,9 +62,8 @@ def rm_train(
     except ValueError as e:
         fail(str(e))
     cfg = RMTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-    with progress_bar("training reward model", steps) as advance:
-        path = train_rm(rows, cfg, out, progress=step_progress(advance))
-    console.print(f"weights: {path}  (copy to src/rewardlab/world/data/preference.safetensors to ship)")
+    run_training("training reward model", steps, lambda progress: train_rm(rows, cfg, out, progress=progress),
+                 "preference.safetensors")
 
 
 @app.command()

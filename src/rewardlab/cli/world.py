@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .common import app, console, progress_bar, step_progress
+from .common import app, console, progress_bar, run_training
 
 world_app = typer.Typer(help="ShapeWorld: the embedded world, its verifier and model.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
@@ -61,9 +61,7 @@ def world_train(
     from ..world.train import TrainConfig, train
 
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every)
-    with progress_bar("training", steps) as advance:
-        path = train(cfg, out, progress=step_progress(advance))
-    console.print(f"weights: {path}  (copy to src/rewardlab/world/data/shapeworld.safetensors to ship)")
+    run_training("training", steps, lambda progress: train(cfg, out, progress=progress), "shapeworld.safetensors")
 
 
 @world_app.command("train-clip")
@@ -78,9 +76,8 @@ def world_train_clip(
     from ..world.clip import ClipTrainConfig, train_clip
 
     cfg = ClipTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-    with progress_bar("training ShapeCLIP", steps) as advance:
-        path = train_clip(cfg, out, progress=step_progress(advance))
-    console.print(f"weights: {path}  (copy to src/rewardlab/world/data/shapeclip.safetensors to ship)")
+    run_training("training ShapeCLIP", steps, lambda progress: train_clip(cfg, out, progress=progress),
+                 "shapeclip.safetensors")
 
 
 @world_app.command("prompts")
