@@ -115,12 +115,14 @@ class VLMJudge(Reward):
         inputs = inputs.to(self.model.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        logp = self.model(**inputs).logits.float().log_softmax(-1)
+        logits = self.model(**inputs).logits
         ids, lengths = inputs["input_ids"], inputs["attention_mask"].sum(1)
         total = []
         for r, (length, n) in enumerate(zip(lengths.tolist(), n_answer)):
-            pos = torch.arange(length - n, length, device=logp.device)
-            total.append(logp[r, pos - 1, ids[r, pos]].sum())
+            pos = torch.arange(length - n, length, device=logits.device)
+            # normalise only the positions that predict the answer: [B, L, V] in float32 is GBs
+            logp = logits[r, pos - 1].float().log_softmax(-1)
+            total.append(logp.gather(1, ids[r, pos, None]).sum())
         return torch.stack(total).cpu()
 
 
