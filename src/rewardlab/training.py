@@ -9,20 +9,38 @@ from typing import Callable
 
 import torch
 
-from .utils import check_resumable, load_checkpoint, save_checkpoint
+from .utils import check_resumable, load_checkpoint, reading, remove_orphans, save_checkpoint
+
+
+def checkpoint_step(path: Path, config: dict) -> int:
+    """The step a run would resume from with the checkpoint at ``path`` (0: none), checked
+    before any work: CheckpointError if it is unreadable or was trained with other settings."""
+    state = _resumable(path, config)
+    return int(state["step"]) if state else 0
 
 
 def resume_training(path: Path, config: dict, model, optimizer) -> tuple[int, dict]:
     """Restore model and optimiser from the checkpoint at ``path`` if there is one (refusing
     other settings); returns the step to start from and the whole saved state."""
-    path = Path(path)
-    if not path.exists():
+    state = _resumable(path, config)
+    if not state:
         return 0, {}
+    with reading(path, "training checkpoint for this model"):
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    return state["step"], state
+
+
+def _resumable(path: Path, config: dict) -> dict:
+    """The checkpoint at ``path`` ({} if none), once temporary files that a killed write left
+    beside it are removed."""
+    path = Path(path)
+    remove_orphans(path.parent)
+    if not path.exists():
+        return {}
     state = load_checkpoint(path)
     check_resumable(state["config"], config, path)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return state["step"], state
+    return state
 
 
 def save_training(path: Path, config: dict, model, optimizer, step: int, **extra) -> None:

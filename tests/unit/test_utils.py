@@ -19,3 +19,30 @@ def test_atomic_path_replaces_on_success(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new" and oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+def test_checkpoint_is_flushed_before_the_rename(tmp_path, monkeypatch):
+    import os
+
+    from rewardlab import utils
+
+    calls = []
+    monkeypatch.setattr(utils.os, "fsync", lambda fd: calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))))
+    real_replace = os.replace
+    monkeypatch.setattr(utils.os, "replace", lambda a, b: (calls.append(("replace", str(b))), real_replace(a, b)))
+    utils.save_checkpoint(tmp_path / "checkpoint.pt", {"step": 1})
+    kinds = [k for k, _ in calls]
+    assert kinds == ["fsync", "replace", "fsync"]  # the file, the rename, the folder
+    assert calls[0][1].endswith(".tmp") and calls[2][1] == str(tmp_path)
+
+
+def test_orphaned_temporary_files_are_removed(tmp_path):
+    from rewardlab.utils import remove_orphans
+
+    orphan = tmp_path / ".checkpoint.pt.a1b2c3d4.tmp"
+    orphan.write_text("half")
+    keep = [tmp_path / ".hidden.tmp", tmp_path / "checkpoint.pt", tmp_path / "notes.a1b2c3d4.tmp"]
+    for p in keep:
+        p.write_text("x")
+    assert remove_orphans(tmp_path) == [orphan]
+    assert sorted(tmp_path.iterdir()) == sorted(keep)

@@ -6,7 +6,6 @@ as a hard negative, so the model must read attributes, not just topics.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,17 +69,17 @@ class ShapeCLIP(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "ShapeCLIP":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        """Load weights written by ``save`` (FileNotFoundError if missing, CheckpointError if unusable)."""
+        from ..utils import load_weights_file, reading
 
         path = Path(path or CLIP_WEIGHTS)
         if not path.exists():
             raise FileNotFoundError(f"ShapeCLIP weights not found at {path}; train them with "
                                     f"`rewardlab world train-clip`")
-        with safe_open(str(path), "pt") as f:
-            config = ClipConfig(**json.loads((f.metadata() or {})["config"]))
-        model = cls(config)
-        model.load_state_dict(load_file(str(path)))
+        raw, state = load_weights_file(path, "ShapeCLIP")
+        with reading(path, "ShapeCLIP weights file"):
+            model = cls(ClipConfig(**raw))
+            model.load_state_dict(state)
         return model.eval()
 
 

@@ -108,23 +108,21 @@ class ShapeWorldModel(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "ShapeWorldModel":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        """Load weights written by ``save``; a missing file is FileNotFoundError (saying how to
+        get it), anything else unusable is CheckpointError naming the file."""
+        from ..utils import load_weights_file, reading
 
         path = Path(path or WEIGHTS_PATH)
         if not path.exists():
             raise FileNotFoundError(
                 f"ShapeWorld weights not found at {path}; train them with "
                 f"`rewardlab world train` or restore the file from the repository")
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        if "config" not in meta:
-            raise ValueError(f"{path} is not a rewardlab ShapeWorld checkpoint (no config metadata)")
-        raw = json.loads(meta["config"])
-        config = ModelConfig(**{**raw, "channels": tuple(raw["channels"])})
-        model = cls(config)
-        state = {k: v.float() for k, v in load_file(str(path)).items()}
-        model.load_state_dict(state)
+        raw, state = load_weights_file(path, "ShapeWorld")
+        with reading(path, "ShapeWorld weights file"):
+            config = ModelConfig(**raw)
+            config.channels = tuple(config.channels)  # a list in JSON
+            model = cls(config)
+            model.load_state_dict({k: v.float() for k, v in state.items()})
         return model.to(device).eval()
 
 
