@@ -31,7 +31,8 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def make_shapeworld_preferences(pairs: int, label_noise: float = 0.0, tie_fraction: float = 0.1,
-                                split: str = "train", seed: int = 0, size: int = 32) -> dict[str, list]:
+                                split: str = "train", seed: int = 0, size: int = 32,
+                                progress=None) -> dict[str, list]:
     from ..world.prompts import PromptSampler, near_miss
     from ..world.render import render_record
 
@@ -51,6 +52,8 @@ def make_shapeworld_preferences(pairs: int, label_noise: float = 0.0, tie_fracti
             label = 1.0 - label
         for col, val in zip(COLUMNS, (rec["prompt"], png_bytes(a), png_bytes(b), label)):
             rows[col].append(val)
+        if progress is not None:
+            progress(1)
     return rows
 
 
@@ -68,6 +71,8 @@ def load_preferences(path: str | Path) -> dict[str, list]:
     """Read and validate a preference parquet; errors name the file and the problem."""
     import pyarrow.parquet as pq
 
+    from ..world.records import RecordError, check_prompt
+
     try:
         table = pq.read_table(path)
     except (OSError, ValueError) as e:
@@ -76,7 +81,14 @@ def load_preferences(path: str | Path) -> dict[str, list]:
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}; need {', '.join(COLUMNS)}")
     rows = {c: table.column(c).to_pylist() for c in COLUMNS}
+    if not rows["label"]:
+        raise ValueError(f"{path} holds no pairs")
     bad = [i for i, y in enumerate(rows["label"]) if y not in (0, 0.5, 1)]
     if bad:
         raise ValueError(f"{path}: labels must be 1, 0 or 0.5; row {bad[0]} has {rows['label'][bad[0]]!r}")
+    for i, prompt in enumerate(rows["prompt"]):  # the reward model reads ShapeWorld's words only
+        try:
+            check_prompt(prompt)
+        except RecordError as e:
+            raise ValueError(f"{path}: row {i}: {e}") from None
     return rows

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -112,10 +113,18 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_prompt(prompt: Any) -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
+    """A prompt of ShapeWorld's words (any case, any punctuation); RecordError naming an
+    unknown word as typed, so generation, evaluation and training all accept the same prompts."""
+    if not isinstance(prompt, str):
+        raise RecordError(f"a prompt must be a string, got {type(prompt).__name__} {prompt!r}")
+    if not prompt.strip():
         raise RecordError("empty prompt")
     if len(prompt.split()) > MAX_PROMPT_WORDS:
         raise RecordError(f"prompt has {len(prompt.split())} words; at most {MAX_PROMPT_WORDS} allowed")
+    unknown = [w for w in re.findall(r"\w+", prompt) if w.lower() not in _known_words()]
+    if unknown:
+        raise RecordError(f"cannot read prompt {prompt!r}: unknown word(s) {', '.join(map(repr, unknown))}; "
+                          f"ShapeWorld knows the classes {', '.join(CLASSES)} and the colours {', '.join(COLORS)}")
     return prompt
 
 
@@ -153,20 +162,17 @@ def parse_prompt(prompt: str) -> dict[str, Any]:
             count = {v: k for k, v in NUMBERS.items()}[g[0]]
             return make_record(tag, [g[2]], [g[1]], count=count)
         return make_record(tag, g)
-    unknown = [w for w in re.findall(r"[a-z]+", text) if w not in _known_words()]
-    if unknown:
-        raise RecordError(f"cannot read prompt {prompt!r}: unknown word(s) {', '.join(map(repr, unknown))}; "
-                          f"ShapeWorld knows the classes {', '.join(CLASSES)} and the colours {', '.join(COLORS)}")
     raise RecordError(f"cannot read prompt {prompt!r}: it follows none of GenEval's templates, "
                       f"e.g. 'a photo of a circle left of a square' or 'a photo of a red circle and a blue square'")
 
 
-def _known_words() -> set[str]:
+@lru_cache(maxsize=None)
+def _known_words() -> frozenset[str]:
     words = {"a", "an", "photo", "of", "and"} | set(NUMBERS.values())
     words |= set(COLORS) | set(CLASSES) | {_plural(c) for c in CLASSES}
     for rel in RELATIONS:
         words |= set(rel.split())
-    return words
+    return frozenset(words)
 
 
 def vocabulary() -> list[str]:
@@ -177,14 +183,23 @@ def vocabulary() -> list[str]:
 def load_records(path: str | Path) -> list[dict[str, Any]]:
     """Read a GenEval-format JSONL file; errors name the file and line."""
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(validate(json.loads(line)))
-            except (json.JSONDecodeError, RecordError) as e:
-                raise RecordError(f"{path}:{lineno}: {e}") from None
+    if Path(path).is_dir():
+        raise RecordError(f"{path} is a folder, not a GenEval metadata JSONL file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = list(f)
+    except UnicodeDecodeError as e:
+        raise RecordError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = validate(json.loads(line))
+            if "prompt" not in record:  # GenEval's metadata always carries it; generation needs it
+                raise RecordError("record has no 'prompt'")
+            records.append(record)
+        except (json.JSONDecodeError, RecordError) as e:
+            raise RecordError(f"{path}:{lineno}: {e}") from None
     if not records:
         raise RecordError(f"{path} holds no records")
     return records
