@@ -28,6 +28,8 @@ def load_image(path: str | Path) -> np.ndarray:
             return pil_to_array(im)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as e:  # PIL's own limit, met while reading the header
+        raise ImageError(f"{path}: refused as a decompression bomb ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageError(f"{path}: not a readable image ({e})") from None
 
@@ -73,12 +75,14 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write uint8 ``[H, W, 3]`` as a PNG, atomically (missing folders are created)."""
+    from .utils import atomic_path
+
     im = Image.fromarray(image)
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    im.save(path)
+    with atomic_path(path, sync=False) as tmp:
+        im.save(tmp, format="PNG")
 
 
 def grid(images: np.ndarray, cols: int) -> np.ndarray:

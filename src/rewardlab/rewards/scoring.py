@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..images import ImageError, load_image, to_tensor
+from ..utils import atomic_path
 from .base import Reward, RewardError
 
 
@@ -34,24 +35,32 @@ def score_files(paths: Sequence[Path], prompts: Sequence[str], rewards: Sequence
                 except RewardError as e:  # e.g. an image too small for this reward: the others still count
                     for i in idx:
                         rows[i][reward.name] = None
-                        rows[i]["error"] = "; ".join(filter(None, [rows[i].get("error"), f"{reward.name}: {e}"]))
+                        _add_error(rows[i], f"{reward.name}: {e}")
                     continue
                 for j, i in enumerate(idx):
                     rows[i][reward.name] = float(out.scores[j]) if bool(out.valid[j]) else None
+                    if out.reasons and out.reasons[j]:  # why the reward could not score it
+                        _add_error(rows[i], f"{reward.name}: {out.reasons[j]}")
         if progress is not None:
             progress(min(batch_size, len(paths) - start))
     return rows
 
 
+def _add_error(row: dict, message: str) -> None:
+    row["error"] = "; ".join(filter(None, [row.get("error"), message]))
+
+
 def write_scores(rows: list[dict], path: str | Path) -> None:
+    """Write rows as ``.jsonl`` or ``.csv``, atomically (missing folders are created)."""
     path = Path(path)
-    if path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    elif path.suffix == ".csv":
-        fields = list(dict.fromkeys(k for r in rows for k in r))
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
-    else:
+    if path.suffix not in (".jsonl", ".csv"):
         raise ValueError(f"--out must end in .csv or .jsonl, got {path.name}")
+    with atomic_path(path, sync=False) as tmp:
+        if path.suffix == ".jsonl":
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        else:
+            fields = list(dict.fromkeys(k for r in rows for k in r))
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)

@@ -29,16 +29,18 @@ class ShapeWorldReward(Reward):
         from ..world.records import RecordError, parse_prompt
         from ..world.verify import verify
 
-        rows = []  # (correct, partial credit, valid) per image
+        rows, reasons = [], []  # (correct, partial credit, valid) per image; why it is invalid
         for i, img in enumerate(to_uint8(images)):
             try:
                 v = verify(img, metadata[i] if metadata is not None else parse_prompt(prompts[i]))
-            except RecordError:  # a prompt ShapeWorld cannot read: not scorable
+            except RecordError as e:  # a prompt ShapeWorld cannot read: not scorable
                 rows.append((0.0, 0.0, False))
+                reasons.append(str(e))
                 continue
             rows.append((float(v.correct), v.score, True))
+            reasons.append("")
         c, p, valid = (torch.tensor(col) for col in zip(*rows))
-        return RewardOutput(c if self.mode == "binary" else p, {"correct": c, "partial": p}, valid)
+        return RewardOutput(c if self.mode == "binary" else p, {"correct": c, "partial": p}, valid, reasons)
 
 
 class JpegSize(Reward):
