@@ -14,6 +14,8 @@ them unchanged; rewardlab adds ``score`` (partial credit) and ``held_out``.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -67,6 +69,45 @@ def result_line(path: Path, record: dict[str, Any], image: np.ndarray) -> dict[s
             "held_out": is_held_out(record)}
 
 
+def earlier_output(out_dir: str | Path) -> list[Path]:
+    """What an earlier run left in ``out_dir`` (GenEval's layout: ``results.jsonl`` and
+    ``<index:05d>/`` folders of ``metadata.jsonl`` and ``samples/*.png``), for the caller to
+    refuse or clear; ValueError if the folder holds anything else, so that clearing it can
+    never delete files this command did not write."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    entries = sorted(out_dir.iterdir())
+    foreign = [p for p in entries if not _is_geneval_entry(p)]
+    if foreign:
+        raise ValueError(f"{out_dir} holds files that are not GenEval output (e.g. {foreign[0].name}); "
+                         f"choose a new or empty output folder")
+    return entries
+
+
+def _is_geneval_entry(p: Path) -> bool:
+    if p.name == "results.jsonl":
+        return p.is_file() and not p.is_symlink()
+    if not (re.fullmatch(r"\d{5}", p.name) and p.is_dir() and not p.is_symlink()):
+        return False
+    for q in p.iterdir():
+        if q.name == "samples" and q.is_dir() and not q.is_symlink():
+            if not all(re.fullmatch(r"\d{4}\.png", s.name) and s.is_file() for s in q.iterdir()):
+                return False
+        elif not (q.name == "metadata.jsonl" and q.is_file()):
+            return False
+    return True
+
+
+def clear_output(entries: list[Path]) -> None:
+    """Delete what ``earlier_output`` found."""
+    for p in entries:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
 def first_per_tag(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """The first ``limit`` records of each tag, in file order."""
     counts: dict[str, int] = defaultdict(int)
@@ -88,9 +129,15 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not JSON ({e})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: a results line must be a JSON object")
             missing = {"tag", "correct", "metadata"} - set(row)
             if missing:
                 raise ValueError(f"{path}:{lineno}: missing field(s) {sorted(missing)}")
+            if not isinstance(row["correct"], bool):  # "false" is a non-empty string: truthy
+                raise ValueError(f"{path}:{lineno}: 'correct' must be true or false, got {row['correct']!r}")
+            if not isinstance(row["tag"], str) or not isinstance(row["metadata"], (str, dict)):
+                raise ValueError(f"{path}:{lineno}: 'tag' must be a string and 'metadata' a string or object")
             lines.append(row)
     if not lines:
         raise ValueError(f"{path} holds no results")
