@@ -1,8 +1,15 @@
-"""The top-level typer app and what every command shares: console, progress bars, errors."""
+"""The top-level typer app and what every command shares: console, progress bars, errors,
+and the checks that refuse bad options and unwritable outputs before any work starts."""
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -11,33 +18,96 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 app = typer.Typer(help="rewardlab: reward-driven image generation.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 console = Console()
+err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line, however long
 
 DEFAULT_STEPS, DEFAULT_GUIDANCE = 20, 3.0
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int):
+def progress_bar(description: str, total: int, completed: int = 0):
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
                   transient=False) as prog:
-        task = prog.add_task(description, total=total, info="")
+        task = prog.add_task(description, total=total, completed=completed, info="")
         yield lambda n=1, info="": prog.update(task, advance=n, info=info)
 
 
-def run_training(description: str, steps: int, train, ship_as: str) -> None:
-    """Run ``train(progress)`` — a trainer that reports ``(step, loss)`` and returns its weights
-    path — under a bar that follows the step (a resumed run starts where its checkpoint left
-    off), then say where the weights are and where to copy them to ship."""
-    done = [0]
-    with progress_bar(description, steps) as advance:
+def run_training(description: str, cfg, out: Path, train, ship_as: str) -> None:
+    """Run ``train(progress)`` — a trainer of config ``cfg`` writing into ``out`` that reports
+    ``(step, loss)`` and returns its weights path — under a bar that follows the step, then say
+    where the weights are and where to copy them to ship. The output folder and any checkpoint
+    in it are checked first: an unreadable checkpoint or one trained with other settings is a
+    one-line error, and a resumed run says where it resumes."""
+    from ..training import checkpoint_step
+    from ..utils import CheckpointError
+
+    check_output_dir(out)
+    try:
+        start = checkpoint_step(out / "checkpoint.pt", asdict(cfg))
+    except CheckpointError as e:
+        fail(str(e))
+    if start:
+        console.print(f"resuming from step {start} ({out / 'checkpoint.pt'})")
+    done = [start]
+    with progress_bar(description, cfg.steps, completed=min(start, cfg.steps)) as advance:
         def on_step(step: int, loss: float) -> None:
             advance(step - done[0], info=f"loss {loss:.4f}")
             done[0] = step
 
-        path = train(on_step)
+        try:
+            path = train(on_step)
+        except (CheckpointError, FloatingPointError) as e:
+            fail(str(e))
     console.print(f"weights: {path}  (copy to src/rewardlab/world/data/{ship_as} to ship)")
 
 
-def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+def fail(message: str) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
     raise typer.Exit(2)
+
+
+# ---- checks of option values (typer callbacks) ----
+def finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+def positive_finite(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a positive finite number, got {value}")
+    return value
+
+
+# ---- checks of output paths, before any work ----
+def check_output_file(path: Path, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output file that cannot be written: a folder in its place, an extension
+    other than ``suffixes``, a parent that is a file or not writable. Missing parent
+    folders are fine: they are created when the file is written."""
+    if path.is_dir():
+        fail(f"{path} is a folder; give a file name ending in {' or '.join(suffixes)}")
+    if path.suffix not in suffixes:
+        fail(f"cannot write {path}: unsupported extension {path.suffix or '(none)'!r}; "
+             f"use {' or '.join(suffixes)}")
+    _check_writable(path.parent, path)
+
+
+def check_output_dir(path: Path) -> None:
+    """Refuse an output folder that is a file, or lies under a file or an unwritable folder."""
+    if path.exists() and not path.is_dir():
+        fail(f"{path} is a file, not a folder")
+    _check_writable(path, path)
+
+
+def _check_writable(folder: Path, target: Path) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"cannot write {target}: {existing} is a file, not a folder")
+    try:  # a real probe: os.access says yes to root in a read-only folder, and knows no read-only mounts
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".rewardlab-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        fail(f"cannot write {target}: {existing} is not writable ({e.strerror or e})")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import DEFAULT_GUIDANCE, DEFAULT_STEPS, app, console, fail, progress_bar
+from .common import DEFAULT_GUIDANCE, DEFAULT_STEPS, app, check_output_dir, console, fail, finite, progress_bar
 
 eval_app = typer.Typer(help="Evaluate generators (GenEval-compatible).", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
@@ -23,16 +23,17 @@ def _resolve_prompts(prompts: str) -> Path:
 def eval_geneval(
     generator: str = typer.Option("shapeworld", help="Generator to evaluate (shapeworld)."),
     prompts: str = typer.Option("eval", help="GenEval metadata JSONL, or a shipped set: eval, train."),
-    images_per_prompt: int = typer.Option(4, help="Images per prompt."),
+    images_per_prompt: int = typer.Option(4, min=1, help="Images per prompt."),
     out: Path = typer.Option(Path("outputs/geneval"), help="Output folder (GenEval layout)."),
-    steps: int = typer.Option(DEFAULT_STEPS, help="Sampling steps."),
-    guidance: float = typer.Option(DEFAULT_GUIDANCE, help="Classifier-free guidance scale."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the GenEval output of an earlier run in OUT."),
+    steps: int = typer.Option(DEFAULT_STEPS, min=1, help="Sampling steps."),
+    guidance: float = typer.Option(DEFAULT_GUIDANCE, callback=finite, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Base seed; every image gets its own."),
-    limit: int = typer.Option(0, help="Use only the first N records per tag (0 = all)."),
+    limit: int = typer.Option(0, min=0, help="Use only the first N records per tag (0 = all)."),
     weights: Optional[Path] = typer.Option(None, help="Model weights (default: the shipped model)."),
 ):
     """Generate for every prompt, verify, write GenEval's layout and print its summary."""
-    from ..eval.geneval import first_per_tag, format_summary, held_out_split, run_geneval, summarize
+    from ..eval.geneval import clear_output, first_per_tag, format_summary, held_out_split, run_geneval, summarize
     from ..world.records import RecordError, load_records
     from ..world.sample import sample_fn
 
@@ -40,17 +41,39 @@ def eval_geneval(
         fail(f"unknown generator {generator!r}; available: shapeworld")
     try:
         records = load_records(_resolve_prompts(prompts))
+    except (RecordError, OSError) as e:
+        fail(str(e))
+    earlier = prepare_geneval_output(out, overwrite)
+    try:
         fn = sample_fn(weights, steps=steps, guidance=guidance)
-    except (RecordError, FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     if limit:
         records = first_per_tag(records, limit)
+    clear_output(earlier)  # only now: every check has passed
     with progress_bar("generating + verifying", len(records) * images_per_prompt) as advance:
         results = run_geneval(fn, records, images_per_prompt, out, seed=seed, progress=advance)
     print(format_summary(summarize(results)))
     for name, (acc, n) in held_out_split(results).items():
         console.print(f"position+color_attr, {name} compositions: {acc:.2%} of {n} images")
     console.print(f"images and results.jsonl in {out}")
+
+
+def prepare_geneval_output(out: Path, overwrite: bool) -> list[Path]:
+    """Check a GenEval output folder before any work: writable, and not holding an earlier
+    run's images (which GenEval's scorer would count with the new ones) unless ``overwrite``.
+    Returns what to clear once every other check has passed."""
+    from ..eval.geneval import earlier_output
+
+    check_output_dir(out)
+    try:
+        earlier = earlier_output(out)
+    except ValueError as e:
+        fail(str(e))
+    if earlier and not overwrite:
+        fail(f"{out} already holds GenEval output from an earlier run; pass --overwrite to replace it "
+             f"or choose another --out")
+    return earlier
 
 
 @eval_app.command("geneval-summary")

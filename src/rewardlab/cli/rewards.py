@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .common import app, console, fail, progress_bar, run_training
+from .common import app, check_output_file, console, fail, positive_finite, progress_bar, run_training
 
 rewards_app = typer.Typer(help="Reward models: list them.", no_args_is_help=True)
 rm_app = typer.Typer(help="Preference datasets and Bradley-Terry reward models.", no_args_is_help=True)
@@ -30,16 +30,21 @@ def rewards_list():
 @rm_app.command("make-shapeworld")
 def rm_make_shapeworld(
     out: Path = typer.Argument(..., help="Parquet file to write (prompt, image_a, image_b, label)."),
-    pairs: int = typer.Option(20000, help="Number of pairs."),
-    label_noise: float = typer.Option(0.1, help="Fraction of non-tie labels flipped."),
-    tie_fraction: float = typer.Option(0.1, help="Fraction of pairs of two correct images (label 0.5)."),
+    pairs: int = typer.Option(20000, min=1, help="Number of pairs."),
+    label_noise: float = typer.Option(0.1, min=0.0, max=0.5, help="Fraction of non-tie labels flipped."),
+    tie_fraction: float = typer.Option(0.1, min=0.0, max=1.0,
+                                       help="Fraction of pairs of two correct images (label 0.5)."),
     split: str = typer.Option("train", help="Prompt split: train, held_out or all."),
     seed: int = typer.Option(0, help="Seed."),
 ):
     """A ShapeWorld preference dataset labelled by the verifier (correct vs near-miss renders)."""
     from ..data.preferences import make_shapeworld_preferences, save_preferences
 
-    rows = make_shapeworld_preferences(pairs, label_noise, tie_fraction, split, seed)
+    if split not in ("train", "held_out", "all"):
+        fail(f"unknown --split {split!r}; expected train, held_out or all")
+    check_output_file(out, (".parquet",))
+    with progress_bar("rendering pairs", pairs) as advance:
+        rows = make_shapeworld_preferences(pairs, label_noise, tie_fraction, split, seed, progress=advance)
     save_preferences(rows, out)
     console.print(f"wrote {pairs} pairs to {out}")
 
@@ -48,10 +53,11 @@ def rm_make_shapeworld(
 def rm_train(
     dataset: Path = typer.Argument(..., help="Preference parquet (prompt, image_a, image_b, label)."),
     out: Path = typer.Option(Path("runs/preference"), help="Folder for checkpoints and weights."),
-    steps: int = typer.Option(600, help="Total optimiser steps (rerun to resume)."),
-    batch_size: int = typer.Option(64, help="Pairs per step."),
-    lr: float = typer.Option(1e-3, help="Learning rate."),
+    steps: int = typer.Option(600, min=1, help="Total optimiser steps (rerun to resume)."),
+    batch_size: int = typer.Option(64, min=1, help="Pairs per step."),
+    lr: float = typer.Option(1e-3, callback=positive_finite, help="Learning rate."),
     seed: int = typer.Option(0, help="Seed."),
+    checkpoint_every: int = typer.Option(100, min=1, help="Steps between (atomic) checkpoints."),
 ):
     """Train a Bradley-Terry reward model (ShapeCLIP architecture) on a preference dataset."""
     from ..data.preferences import load_preferences
@@ -61,8 +67,8 @@ def rm_train(
         rows = load_preferences(dataset)
     except ValueError as e:
         fail(str(e))
-    cfg = RMTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-    run_training("training reward model", steps, lambda progress: train_rm(rows, cfg, out, progress=progress),
+    cfg = RMTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every)
+    run_training("training reward model", cfg, out, lambda progress: train_rm(rows, cfg, out, progress=progress),
                  "preference.safetensors")
 
 
@@ -70,10 +76,10 @@ def rm_train(
 def score(
     paths: list[Path] = typer.Argument(..., help="Image files to score."),
     prompt: Optional[str] = typer.Option(None, help="One prompt for every image."),
-    prompts_file: Optional[Path] = typer.Option(None, help="A text file with one prompt per image, in order."),
+    prompts_file: Optional[Path] = typer.Option(None, help="A UTF-8 text file with one prompt per image, in order."),
     reward: str = typer.Option("shapeworld", help="Comma-separated reward names (see `rewardlab rewards list`)."),
     out: Optional[Path] = typer.Option(None, help="Write scores to .csv or .jsonl."),
-    batch_size: int = typer.Option(32, help="Images per reward call."),
+    batch_size: int = typer.Option(32, min=1, help="Images per reward call."),
     option: list[str] = typer.Option([], "--set", help="A reward's option, REWARD.KEY=VALUE (repeatable), "
                                      "e.g. --set vlm_judge.model=llava-hf/llava-1.5-7b-hf"),
 ):
@@ -84,13 +90,15 @@ def score(
 
     if (prompt is None) == (prompts_file is None):
         fail("give exactly one of --prompt or --prompts-file")
-    prompts = [prompt] * len(paths) if prompt is not None else prompts_file.read_text().splitlines()
+    prompts = [prompt] * len(paths) if prompt is not None else _read_prompts(prompts_file)
     if len(prompts) != len(paths):
         fail(f"{len(paths)} images but {len(prompts)} prompts in {prompts_file}")
-    if out and out.suffix not in (".csv", ".jsonl"):
-        fail(f"--out must end in .csv or .jsonl, got {out.name}")
+    if out:
+        check_output_file(out, (".csv", ".jsonl"))
+    names = [name.strip() for name in reward.split(",") if name.strip()]
+    if not names:
+        fail(f"--reward {reward!r} names no reward; see `rewardlab rewards list`")
     try:
-        names = [name.strip() for name in reward.split(",") if name.strip()]
         options = parse_options(option)
         if set(options) - set(names):
             raise ValueError(f"--set names rewards not in --reward: {', '.join(sorted(set(options) - set(names)))}")
@@ -106,6 +114,15 @@ def score(
     if out:
         write_scores(rows, out)
         console.print(f"wrote {out}")
+
+
+def _read_prompts(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        fail(f"--prompts-file {path} is not UTF-8 text (byte {e.start}: {e.reason})")
+    except OSError as e:
+        fail(f"cannot read --prompts-file {path}: {e.strerror or e}")
 
 
 def _fmt(v) -> str:

@@ -7,7 +7,10 @@ from typing import Optional
 
 import typer
 
-from .common import DEFAULT_GUIDANCE, DEFAULT_STEPS, app, console, fail, progress_bar
+from .common import (DEFAULT_GUIDANCE, DEFAULT_STEPS, app, check_output_dir, check_output_file, console, fail,
+                     finite, progress_bar)
+
+MAX_IMAGES = 1000  # per `generate` call: they are tiled into one PNG
 
 
 @app.command()
@@ -15,31 +18,38 @@ def generate(
     prompt: str = typer.Argument(..., help="A ShapeWorld prompt, e.g. 'a photo of two red circles'."),
     out: Path = typer.Option(Path("out.png"), "-o", "--out", help="PNG to write."),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
-    n: int = typer.Option(1, "-n", help="Number of images (tiled into one grid when > 1)."),
-    steps: int = typer.Option(DEFAULT_STEPS, help="Sampling steps."),
-    guidance: float = typer.Option(DEFAULT_GUIDANCE, help="Classifier-free guidance scale."),
-    scale: int = typer.Option(4, help="Nearest-neighbour upscaling of the saved PNG."),
+    n: int = typer.Option(1, "-n", min=1, max=MAX_IMAGES, help="Number of images (tiled into one grid when > 1)."),
+    steps: int = typer.Option(DEFAULT_STEPS, min=1, help="Sampling steps."),
+    guidance: float = typer.Option(DEFAULT_GUIDANCE, callback=finite, help="Classifier-free guidance scale."),
+    scale: int = typer.Option(4, min=1, help="Nearest-neighbour upscaling of the saved PNG."),
     weights: Optional[Path] = typer.Option(None, help="Model weights (default: the shipped model)."),
     check: bool = typer.Option(True, help="Verify each image against the prompt and print the verdict."),
 ):
     """Generate images with the embedded ShapeWorld model."""
-    from ..images import grid, save_png
+    from ..images import MAX_PIXELS, grid, save_png, to_uint8
+    from ..world.model import ShapeWorldModel
     from ..world.records import RecordError, parse_prompt
-    from ..world.sample import sample_fn
+    from ..world.sample import sample
     from ..world.verify import verify
 
     try:
         record = parse_prompt(prompt)
     except RecordError as e:
         fail(str(e))
-    if n < 1 or steps < 1:
-        fail("-n and --steps must be at least 1")
+    check_output_file(out, (".png",))
     try:
-        fn = sample_fn(weights, steps=steps, guidance=guidance)
+        model = ShapeWorldModel.load(weights)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
-    images = fn([record["prompt"]] * n, [seed + i for i in range(n)])
-    save_png(images[0] if n == 1 else grid(images, min(n, 8)), out, scale=scale)
+    cols = min(n, 8)
+    side = model.config.resolution + (2 if n > 1 else 0)
+    width, height = cols * side * scale, -(-n // cols) * side * scale
+    if width * height > MAX_PIXELS:
+        fail(f"the PNG would be {width}x{height} pixels, over {MAX_PIXELS}; lower -n or --scale")
+    with progress_bar("generating", n) as advance:
+        images = to_uint8(sample(model, [record["prompt"]] * n, [seed + i for i in range(n)], steps=steps,
+                                 guidance=guidance, progress=advance))
+    save_png(images[0] if n == 1 else grid(images, cols), out, scale=scale)
     if check:
         for i, img in enumerate(images):
             v = verify(img, record)
@@ -55,16 +65,23 @@ DEMO_PROMPTS = ["a photo of a circle", "a photo of two red circles", "a photo of
 
 @app.command()
 def demo(out: Path = typer.Option(Path("outputs/demo"), help="Folder for the grid and evaluation."),
-         per_tag: int = typer.Option(12, help="Eval records per tag for the quick GenEval table."),
-         images_per_prompt: int = typer.Option(2, help="Images per eval record.")):
+         per_tag: int = typer.Option(12, min=1, help="Eval records per tag for the quick GenEval table."),
+         images_per_prompt: int = typer.Option(2, min=1, help="Images per eval record.")):
     """The main job on the embedded default: a sample grid and the base GenEval-style table."""
-    from ..eval.geneval import first_per_tag, format_summary, run_geneval, summarize
+    from ..eval.geneval import clear_output, first_per_tag, format_summary, run_geneval, summarize
     from ..images import grid, save_png
     from ..world.prompts import prompt_set_path
     from ..world.records import load_records
     from ..world.sample import sample_fn
+    from .evaluate import prepare_geneval_output
 
-    fn = sample_fn(None, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE)
+    check_output_dir(out)
+    earlier = prepare_geneval_output(out / "geneval", overwrite=True)  # the demo replaces its own last run
+    try:
+        fn = sample_fn(None, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    clear_output(earlier)
     prompts = [p for p in DEMO_PROMPTS for _ in range(8)]
     images = fn(prompts, list(range(len(prompts))))
     save_png(grid(images, 8), out / "grid.png", scale=4)
