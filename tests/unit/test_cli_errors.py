@@ -317,6 +317,9 @@ def test_geneval_summary_rejects_non_boolean_correct(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text(json.dumps({"tag": "single_object", "correct": "false", "metadata": "{}"}) + "\n")
     refused(invoke("eval", "geneval-summary", path), "error:", "results.jsonl:1", "'correct' must be true or false")
+    path.write_bytes(b"\xff\xfe{}")
+    refused(invoke("eval", "geneval-summary", path), "error:", "results.jsonl", "not UTF-8")
+    refused(invoke("eval", "geneval-summary", tmp_path), "error:", "directory")
 
 
 # ---- nonsense numbers ----

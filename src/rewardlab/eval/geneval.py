@@ -121,24 +121,27 @@ def first_per_tag(records: list[dict[str, Any]], limit: int) -> list[dict[str, A
 
 def load_results(path: str | Path) -> list[dict[str, Any]]:
     lines = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON ({e})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: a results line must be a JSON object")
-            missing = {"tag", "correct", "metadata"} - set(row)
-            if missing:
-                raise ValueError(f"{path}:{lineno}: missing field(s) {sorted(missing)}")
-            if not isinstance(row["correct"], bool):  # "false" is a non-empty string: truthy
-                raise ValueError(f"{path}:{lineno}: 'correct' must be true or false, got {row['correct']!r}")
-            if not isinstance(row["tag"], str) or not isinstance(row["metadata"], (str, dict)):
-                raise ValueError(f"{path}:{lineno}: 'tag' must be a string and 'metadata' a string or object")
-            lines.append(row)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{lineno}: a results line must be a JSON object")
+        missing = {"tag", "correct", "metadata"} - set(row)
+        if missing:
+            raise ValueError(f"{path}:{lineno}: missing field(s) {sorted(missing)}")
+        if not isinstance(row["correct"], bool):  # "false" is a non-empty string: truthy
+            raise ValueError(f"{path}:{lineno}: 'correct' must be true or false, got {row['correct']!r}")
+        if not isinstance(row["tag"], str) or not isinstance(row["metadata"], (str, dict)):
+            raise ValueError(f"{path}:{lineno}: 'tag' must be a string and 'metadata' a string or object")
+        lines.append(row)
     if not lines:
         raise ValueError(f"{path} holds no results")
     return lines
