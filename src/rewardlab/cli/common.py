@@ -4,12 +4,14 @@ and the checks that refuse bad options and unwritable outputs before any work st
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import math
 import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import NoReturn
+from typing import List, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -59,6 +61,75 @@ def run_training(description: str, cfg, out: Path, train, ship_as: str) -> None:
         except (CheckpointError, FloatingPointError) as e:
             fail(str(e))
     console.print(f"weights: {path}  (copy to src/rewardlab/world/data/{ship_as} to ship)")
+
+
+def config_options(cls):
+    """Give a command the settings of the config dataclass ``cls`` — built by the one config
+    loader (``rewardlab.config``), never copied by hand. The command gains ``--config FILE``
+    (YAML), one option per field (``--batch-size``: its help, default and range come from the
+    field), trailing ``KEY=VALUE`` overrides and ``--print-config``; it is called with the
+    resolved config as ``cfg``. Later wins: defaults, the file, the options, the overrides.
+    A bad file, key or value is a one-line error before any work."""
+    from ..config import ConfigError, check_value, describe_bounds, load_config, settings, to_yaml
+
+    scalar = [s for s in settings(cls) if "." not in s.key and s.type in (int, float, str, bool, Path)]
+
+    def deco(fn):
+        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "cfg"]
+        taken = {p.name for p in own}
+        fields = [s for s in scalar if s.key not in taken]
+        extra = [
+            _param("config_context", typer.Context, inspect.Parameter.empty),
+            _param("config_file", Optional[Path], typer.Option(
+                None, "--config", help="YAML file of settings (see configs/); options and KEY=VALUE override it.")),
+            _param("print_config", bool, typer.Option(
+                False, "--print-config", help="Print the resolved settings as YAML and exit.")),
+            _param("overrides", Optional[List[str]], typer.Argument(
+                None, metavar="[KEY=VALUE]...", show_default=False,
+                help=f"Settings by name, e.g. {fields[0].key}={fields[0].default}; a dotted key sets a nested one.")),
+        ] + [_param(s.key, s.type, _field_option(s, check_value, describe_bounds)) for s in fields]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            path, show, overrides = kwargs.pop("config_file"), kwargs.pop("print_config"), kwargs.pop("overrides")
+            ctx = kwargs.pop("config_context")  # an option counts only where the user gave it
+            given = {s.key: v for s in fields if (v := kwargs.pop(s.key)) is not None
+                     and ctx.get_parameter_source(s.key).name != "DEFAULT"}
+            try:
+                cfg = load_config(cls, path, given, overrides or [])
+            except ConfigError as e:
+                fail(str(e))
+            if show:
+                console.print(to_yaml(cfg), markup=False, highlight=False, end="")
+                raise typer.Exit(0)
+            return fn(cfg=cfg, **kwargs)
+
+        params = own + extra
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return deco
+
+
+def _param(name, annotation, default) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _field_option(s, check_value, describe_bounds):
+    def validate(value):
+        if value is None:
+            return None
+        try:
+            return check_value(s, value)
+        except ValueError as e:  # "steps=0: must be ≥ 1" → click's "Invalid value for '--steps': must be ≥ 1"
+            raise typer.BadParameter(str(e).split(": ", 1)[-1]) from None
+
+    bounds = describe_bounds(s)
+    name = "--" + s.key.replace("_", "-")
+    decls = [f"{name}/--no-{s.key.replace('_', '-')}"] if s.type is bool else [name]
+    return typer.Option(s.default, *decls, callback=validate, show_default=True,
+                        help=s.help[:1].upper() + s.help[1:] + (f" [{bounds}]" if bounds else "") + ".")
 
 
 def fail(message: str) -> NoReturn:

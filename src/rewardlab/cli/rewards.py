@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .common import app, check_output_file, console, fail, positive_finite, progress_bar, run_training
+from ..train_configs import RMTrainConfig
+from .common import app, check_output_file, config_options, console, fail, progress_bar, run_training
 
 rewards_app = typer.Typer(help="Reward models: list them.", no_args_is_help=True)
 rm_app = typer.Typer(help="Preference datasets and Bradley-Terry reward models.", no_args_is_help=True)
@@ -50,24 +51,20 @@ def rm_make_shapeworld(
 
 
 @rm_app.command("train")
+@config_options(RMTrainConfig)
 def rm_train(
+    cfg: RMTrainConfig,
     dataset: Path = typer.Argument(..., help="Preference parquet (prompt, image_a, image_b, label)."),
     out: Path = typer.Option(Path("runs/preference"), help="Folder for checkpoints and weights."),
-    steps: int = typer.Option(600, min=1, help="Total optimiser steps (rerun to resume)."),
-    batch_size: int = typer.Option(64, min=1, help="Pairs per step."),
-    lr: float = typer.Option(1e-3, callback=positive_finite, help="Learning rate."),
-    seed: int = typer.Option(0, help="Seed."),
-    checkpoint_every: int = typer.Option(100, min=1, help="Steps between (atomic) checkpoints."),
 ):
     """Train a Bradley-Terry reward model (ShapeCLIP architecture) on a preference dataset."""
     from ..data.preferences import load_preferences
-    from ..rewards.preference import RMTrainConfig, train_rm
+    from ..rewards.preference import train_rm
 
     try:
         rows = load_preferences(dataset)
     except ValueError as e:
         fail(str(e))
-    cfg = RMTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every)
     run_training("training reward model", cfg, out, lambda progress: train_rm(rows, cfg, out, progress=progress),
                  "preference.safetensors")
 

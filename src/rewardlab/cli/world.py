@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .common import app, console, positive_finite, progress_bar, run_training
+from ..train_configs import ClipTrainConfig, TrainConfig
+from .common import app, config_options, console, progress_bar, run_training
 
 world_app = typer.Typer(help="ShapeWorld: the embedded world, its verifier and model.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
@@ -49,34 +50,24 @@ def verify_renders(
 
 
 @world_app.command("train")
-def world_train(
-    out: Path = typer.Option(Path("runs/shapeworld"), help="Folder for checkpoints and exported weights."),
-    steps: int = typer.Option(2400, min=1, help="Total optimiser steps (rerun to resume)."),
-    batch_size: int = typer.Option(64, min=1, help="Images per step."),
-    lr: float = typer.Option(6e-4, callback=positive_finite, help="Peak learning rate."),
-    seed: int = typer.Option(0, help="Seed for weights, prompts, renders and noise."),
-    checkpoint_every: int = typer.Option(100, min=1, help="Steps between (atomic) checkpoints."),
-):
-    """Train the ShapeWorld model on the CPU; resumes from OUT/checkpoint.pt if present."""
-    from ..world.train import TrainConfig, train
+@config_options(TrainConfig)
+def world_train(cfg: TrainConfig,
+                out: Path = typer.Option(Path("runs/shapeworld"), help="Folder for checkpoints and exported weights.")):
+    """Train the ShapeWorld model on the CPU; resumes from OUT/checkpoint.pt if present.
 
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every)
+    Settings: the options below, a YAML file (--config configs/shapeworld.yaml) and KEY=VALUE overrides; the defaults are the shipped model's run."""
+    from ..world.train import train
+
     run_training("training", cfg, out, lambda progress: train(cfg, out, progress=progress), "shapeworld.safetensors")
 
 
 @world_app.command("train-clip")
-def world_train_clip(
-    out: Path = typer.Option(Path("runs/shapeclip"), help="Folder for checkpoints and weights."),
-    steps: int = typer.Option(2000, min=1, help="Total optimiser steps (rerun to resume)."),
-    batch_size: int = typer.Option(128, min=1, help="Images per step (plus as many near-miss captions)."),
-    lr: float = typer.Option(1e-3, callback=positive_finite, help="Peak learning rate."),
-    seed: int = typer.Option(0, help="Seed for weights, prompts and renders."),
-    checkpoint_every: int = typer.Option(100, min=1, help="Steps between (atomic) checkpoints."),
-):
+@config_options(ClipTrainConfig)
+def world_train_clip(cfg: ClipTrainConfig,
+                     out: Path = typer.Option(Path("runs/shapeclip"), help="Folder for checkpoints and weights.")):
     """Train ShapeCLIP, the learned (hackable) ShapeWorld reward; resumes if OUT has a checkpoint."""
-    from ..world.clip import ClipTrainConfig, train_clip
+    from ..world.clip import train_clip
 
-    cfg = ClipTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every)
     run_training("training ShapeCLIP", cfg, out, lambda progress: train_clip(cfg, out, progress=progress),
                  "shapeclip.safetensors")
 

@@ -7,13 +7,13 @@ ties, y = 0.5, pull the two scores together).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..train_configs import RMTrainConfig
 from ..training import fit
 from .base import Reward, RewardOutput
 from .registry import register
@@ -25,15 +25,6 @@ def bt_loss(s_a: torch.Tensor, s_b: torch.Tensor, label: torch.Tensor) -> torch.
     """Bradley-Terry negative log-likelihood; ``label`` = P(a preferred) in {1, 0, 0.5}."""
     d = s_a - s_b
     return -(label * F.logsigmoid(d) + (1 - label) * F.logsigmoid(-d)).mean()
-
-
-@dataclass
-class RMTrainConfig:
-    steps: int = 600  # optimiser steps
-    batch_size: int = 64  # pairs per step
-    lr: float = 1e-3  # AdamW learning rate
-    seed: int = 0
-    checkpoint_every: int = 100
 
 
 def _score(model, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:

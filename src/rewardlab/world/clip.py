@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..train_configs import ClipTrainConfig
 from ..training import fit
 from .model import WordTokenizer
 from .prompts import PromptSampler, near_miss
@@ -81,15 +82,6 @@ class ShapeCLIP(nn.Module):
             model = cls(ClipConfig(**raw))
             model.load_state_dict(state)
         return model.eval()
-
-
-@dataclass
-class ClipTrainConfig:
-    steps: int = 1500  # optimiser steps
-    batch_size: int = 128  # images (and as many near-miss captions) per step
-    lr: float = 1e-3  # AdamW learning rate (cosine to 10%)
-    seed: int = 0
-    checkpoint_every: int = 100
 
 
 def clip_batch(step: int, cfg: ClipTrainConfig, sampler: PromptSampler, resolution: int):

@@ -10,39 +10,17 @@ safetensors beside the checkpoint each time.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from ..train_configs import TrainConfig
 from ..training import resume_training, save_training
 from .model import ModelConfig, ShapeWorldModel, save_weights
 from .prompts import PromptSampler
 from .render import render, sample_scene
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 3000  # total optimiser steps (resume continues towards this)
-    batch_size: int = 64  # images per step
-    lr: float = 5e-4  # peak AdamW learning rate
-    warmup: int = 100  # linear warm-up steps, then cosine decay to 10% of lr
-    weight_decay: float = 0.01  # AdamW weight decay
-    ema_decay: float = 0.999  # EMA of weights (exported); warms up as (1+step)/(10+step)
-    cfg_dropout: float = 0.1  # probability of training on the empty prompt (for CFG)
-    seed: int = 0  # seeds prompts, renders, noise and initial weights
-    checkpoint_every: int = 100  # steps between checkpoints
-    resolution: int = 32  # image side in pixels
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
