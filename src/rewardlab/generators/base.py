@@ -1,17 +1,38 @@
 """The Generator contract: a policy that exposes its denoising trajectory.
 
-* ``sample(prompts, *, seeds | noise, steps, guidance, stochastic) -> Trajectory``
-* ``step(x_t, i, cond, prev_sample=None, noise=None) -> StepOutput``: one transition;
-  with ``prev_sample`` it re-scores a stored transition with the same arithmetic.
-* ``log_prob(trajectory, step_indices) -> [B, len(step_indices)]`` for training.
+Every adapter (ShapeWorld, SD, SD3, FLUX) provides, and ``tests/unit/test_generators_common.py``
+checks for each of them:
 
-Per-sample randomness comes from per-sample ``torch.Generator``s seeded from
-``seeds``, so an image never depends on which other samples share its batch.
+* ``condition(prompts, negative_prompts=None) -> Cond``: the prompts encoded once, with their
+  unconditional states (the negative prompts, or the empty prompt) for guidance. A ``Cond``
+  is indexed, sliced and ``repeat``-ed without re-encoding (groups, particles, survivors).
+  Its states are constants (encoded without gradients: the text encoders stay frozen), so a
+  cached ``Cond`` gives bitwise what encoding inside ``sample`` gives.
+* ``denoise(x, t, cond) -> prediction``: ONE network pass, no guidance — velocity ``ε - x0``
+  for flows, ``ε`` for SD. ``t`` is a noise level in the adapter's units (σ in [0, 1] for
+  flows, the DDPM timestep for SD), a scalar or one per sample. Guidance wraps this function
+  once for every adapter (``generators.guidance.guided``).
+* ``add_noise(x0, noise, t)``: the forward process at ``t`` (what Diffusion-DPO and
+  DiffusionNFT train on); ``encode(images) / decode(latents)``: images ``[B,3,H,W]`` in
+  [0, 1] to the denoiser's space and back (the VAE for latent models, ``2x - 1`` for ShapeWorld).
+* ``schedule(steps, shape) -> [T+1]`` noise levels; ``transition(x, pred, i, timesteps, ...)
+  -> StepOutput``: the step arithmetic given a prediction; ``latent_shape(height, width)``.
+* ``reference()``: a context in which the denoiser runs with its LoRA adapters off (KL, NFT).
+
+The sampling loop, the step and the log-prob are plain functions over that contract in
+``generators.sampling`` (``sample``, ``step``, ``log_prob``, ``generate_images``); adapters
+also expose them as methods (``gen.sample(...)``) through ``TrajectorySampler``.
+
+Per-sample randomness comes from per-sample ``torch.Generator``s seeded from ``seeds``: the
+first draw is the initial noise (replaced by ``noise`` when given), then one draw per
+stochastic step, so an image never depends on which other samples share its batch and a
+trajectory can be resumed from any step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -22,33 +43,115 @@ from .steps import StepOutput
 @dataclass
 class Trajectory:
     prompts: list[str]
-    latents: torch.Tensor  # [B, T+1, ...]: x at every step, initial noise first
-    timesteps: torch.Tensor  # [T+1]: noise level at each latent (σ for flows, t for DDIM)
-    log_probs: torch.Tensor  # [B, T]: log p(latents[:, i+1] | latents[:, i]); 0 where deterministic
-    stochastic: torch.Tensor  # [T] bool: which steps were sampled with noise
+    latents: torch.Tensor  # [B, T-s+1, ...]: x at steps s..T (s = start_step; x_s first)
+    timesteps: torch.Tensor  # [T+1]: the whole schedule (σ for flows, t for DDIM), indexed by absolute step
+    log_probs: torch.Tensor  # [B, T-s]: log p(x_{i+1} | x_i) for i = s..T-1; 0 where deterministic
+    stochastic: torch.Tensor  # [T] bool: which steps are sampled with noise
     images: torch.Tensor  # [B, 3, H, W] in [0, 1]
-    x0_preds: torch.Tensor | None = None  # [B, T, ...]: predicted clean sample at each step
+    x0_preds: torch.Tensor | None = None  # [B, T-s, ...]: predicted clean sample at each step
     guidance: float = 1.0
     seeds: list[int] | None = None
     negative_prompts: list[str] | None = None
+    start_step: int = 0  # s: the step this trajectory was started (or resumed) from
 
     @property
     def num_steps(self) -> int:
-        return self.log_probs.shape[1]
+        """T, the length of the whole schedule (not only the steps stored here)."""
+        return len(self.timesteps) - 1
+
+    def state(self, i: int) -> torch.Tensor:
+        """``x_i`` for an absolute step ``i`` in ``[start_step, T]``: where to resume from."""
+        if not self.start_step <= i <= self.num_steps:
+            raise ValueError(f"step {i} is not stored (this trajectory holds steps {self.start_step}..{self.num_steps})")
+        return self.latents[:, i - self.start_step]
+
+
+def _index(idx, n: int):
+    """An int, slice, list or tensor of indices → something tensors and lists index alike."""
+    if isinstance(idx, int):
+        idx = range(n)[idx]  # negative indices, bounds check
+        return slice(idx, idx + 1)
+    if isinstance(idx, slice):
+        return idx
+    return torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+
+
+@dataclass
+class Cond:
+    """Encoded prompts: per-sample tensors (batch first) for the prompts (``pos``) and for
+    their unconditional counterparts (``neg``: negative prompts or the empty prompt), plus
+    tensors the whole batch shares (FLUX's text position ids)."""
+
+    prompts: list[str]
+    pos: dict[str, torch.Tensor]
+    neg: dict[str, torch.Tensor] | None = None
+    negative_prompts: list[str] | None = None
+    shared: dict[str, torch.Tensor] = field(default_factory=dict)
+    _stacked: "Cond | None" = field(default=None, init=False, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __getitem__(self, idx) -> "Cond":
+        """A sub-batch (int, slice, list or tensor of indices); tensors are indexed, never re-encoded."""
+        i = _index(idx, len(self))
+        pick = (lambda xs: xs[i]) if isinstance(i, slice) else (lambda xs: [xs[int(k)] for k in i])
+        sub = lambda d: None if d is None else {k: v[i] for k, v in d.items()}
+        negs = None if self.negative_prompts is None else pick(self.negative_prompts)
+        return Cond(pick(self.prompts), sub(self.pos), sub(self.neg), negs, self.shared)
+
+    def repeat(self, n: int) -> "Cond":
+        """Each prompt ``n`` times in a row (a group of ``n`` samples per prompt)."""
+        return self[torch.arange(len(self)).repeat_interleave(n)]
+
+    @staticmethod
+    def cat(conds: Sequence["Cond"]) -> "Cond":
+        """Concatenate conditions of the same generator along the batch."""
+        first = conds[0]
+        join = lambda ds: None if any(d is None for d in ds) else {k: torch.cat([d[k] for d in ds]) for k in ds[0]}
+        negs = None if any(c.negative_prompts is None for c in conds) else sum((c.negative_prompts for c in conds), [])
+        return Cond(sum((c.prompts for c in conds), []), join([c.pos for c in conds]),
+                    join([c.neg for c in conds]), negs, first.shared)
+
+    def stacked(self) -> "Cond":
+        """Conditional states first, then unconditional ones: the batch a guided pass runs on
+        (computed once per condition)."""
+        if self.neg is None:
+            raise ValueError("this condition holds no unconditional states, so guidance != 1 cannot use it")
+        if self._stacked is None:
+            uncond = self.negative_prompts or [""] * len(self)
+            self._stacked = Cond(self.prompts + uncond, {k: torch.cat([v, self.neg[k]]) for k, v in self.pos.items()},
+                                 None, None, self.shared)
+        return self._stacked
 
 
 @runtime_checkable
 class Generator(Protocol):
     name: str
 
-    def sample(self, prompts: Sequence[str], *, noise: torch.Tensor | None = None,
-               seeds: Sequence[int] | None = None, steps: int = 20, guidance: float = 1.0,
-               stochastic: bool = True) -> Trajectory: ...
+    def condition(self, prompts: Sequence[str], negative_prompts: Sequence[str] | None = None) -> Cond: ...
 
-    def step(self, x_t: torch.Tensor, i: int, cond: Any, prev_sample: torch.Tensor | None = None,
-             noise: torch.Tensor | None = None) -> StepOutput: ...
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor: ...
 
-    def log_prob(self, trajectory: Trajectory, step_indices: Sequence[int]) -> torch.Tensor: ...
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+    def schedule(self, steps: int, shape: tuple[int, ...]) -> torch.Tensor: ...
+
+    def transition(self, x: torch.Tensor, pred: torch.Tensor, i: int, timesteps: torch.Tensor,
+                   prev_sample: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                   stochastic: bool = True) -> StepOutput: ...
+
+    def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, ...]: ...
+
+    def reference(self) -> contextlib.AbstractContextManager: ...
+
+    def sample(self, prompts: Any, **kw) -> Trajectory: ...
+
+    def log_prob(self, trajectory: Trajectory, steps: Sequence[int], cond: Cond | None = None) -> torch.Tensor: ...
 
 
 def check_prompts(prompts: Sequence[str], max_words: int = 77) -> list[str]:
@@ -62,6 +165,16 @@ def check_prompts(prompts: Sequence[str], max_words: int = 77) -> list[str]:
         if len(p.split()) > max_words:
             raise ValueError(f"prompt of {len(p.split())} words exceeds {max_words}: {p[:60]!r}...")
     return prompts
+
+
+def uncond_prompts(prompts: list[str], negative_prompts: Sequence[str] | None) -> list[str]:
+    """The unconditional side of guidance: the negative prompts, or the empty prompt."""
+    if negative_prompts is None:
+        return [""] * len(prompts)
+    negative_prompts = [negative_prompts] if isinstance(negative_prompts, str) else list(negative_prompts)
+    if len(negative_prompts) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(negative_prompts)} negative prompts")
+    return negative_prompts
 
 
 def stochastic_window(steps: int, stochastic: bool, window: tuple[int, int] | None) -> torch.Tensor:
@@ -88,62 +201,29 @@ def per_sample_randn(gens: list[torch.Generator], shape: tuple[int, ...], like: 
     return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(like.device, like.dtype)
 
 
+def broadcast_level(t, x: torch.Tensor) -> torch.Tensor:
+    """A noise level (scalar or ``[B]``) shaped to broadcast against ``x`` ``[B, ...]``."""
+    t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
+    return t.reshape(-1, *([1] * (x.ndim - 1))) if t.ndim else t
+
+
 class TrajectorySampler:
-    """The sampling loop and log-prob recomputation every adapter shares.
+    """The plain functions of ``generators.sampling`` as methods, and ``reference()``; an
+    adapter mixes this in and provides the contract's network-facing half."""
 
-    An adapter provides ``condition(prompts, guidance, steps, negative_prompts)`` (an
-    object with ``.guidance``), ``step(x, i, cond, prev_sample, noise, stochastic)``,
-    ``latent_shape(height, width)`` and ``decode(latents) -> [B,3,H,W] in [0,1]``."""
+    default_guidance: float  # set by each adapter from DEFAULT_GUIDANCE (FLUX: 1, it is distilled)
 
-    device: torch.device
+    def sample(self, prompts, **kw) -> Trajectory:
+        from .sampling import sample
 
-    def sample(self, prompts, *, noise=None, seeds=None, steps=20, guidance=1.0, stochastic=True,
-               window: tuple[int, int] | None = None, negative_prompts=None, height=None, width=None,
-               grad: bool = False, grad_steps: int | None = None, checkpoint: bool = False) -> Trajectory:
-        """``grad=True`` keeps the graph (reward backpropagation, noise optimisation):
-        ``grad_steps=K`` truncates it to the last K steps (DRaFT-K, AlignProp) and
-        ``checkpoint=True`` recomputes each step in the backward pass to save memory."""
-        prompts = check_prompts(prompts)
-        mask = stochastic_window(steps, stochastic, window)
-        if seeds is None:
-            seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
-        if len(seeds) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-        gens = per_sample_generators(seeds)
-        shape = self.latent_shape(height, width)
-        like = torch.empty(0, device=self.device)
-        x = per_sample_randn(gens, shape, like) if noise is None else noise.to(self.device)
-        if tuple(x.shape) != (len(prompts), *shape):
-            raise ValueError(f"noise must have shape {(len(prompts), *shape)}, got {tuple(x.shape)}")
-        first_grad = steps - (grad_steps or steps) if grad else steps
-        with torch.set_grad_enabled(grad):
-            cond = self.condition(prompts, guidance, steps, negative_prompts)
-            latents, log_probs, x0s = [x], [], []
-            for i in range(steps):
-                eps = per_sample_randn(gens, shape, x) if mask[i] else None
-                if i < first_grad:
-                    x = x.detach()
-                with torch.set_grad_enabled(i >= first_grad):
-                    out = self._run_step(x, i, cond, eps, bool(mask[i]), checkpoint and i >= first_grad)
-                x = out.prev_sample
-                latents.append(x)
-                log_probs.append(out.log_prob)
-                x0s.append(out.pred_x0)
-            images = self.decode(x)
-        return Trajectory(prompts, torch.stack(latents, 1), cond.timesteps, torch.stack(log_probs, 1),
-                          mask, images, torch.stack(x0s, 1), guidance, list(seeds), negative_prompts)
+        return sample(self, prompts, **kw)
 
-    def _run_step(self, x, i, cond, noise, stochastic, checkpoint):
-        if not checkpoint:
-            return self.step(x, i, cond, noise=noise, stochastic=stochastic)
-        from torch.utils.checkpoint import checkpoint as ckpt
+    def log_prob(self, trajectory: Trajectory, steps: Sequence[int], cond: Cond | None = None) -> torch.Tensor:
+        from .sampling import log_prob
 
-        return ckpt(lambda x_: self.step(x_, i, cond, noise=noise, stochastic=stochastic), x,
-                    use_reentrant=False)
+        return log_prob(self, trajectory, steps, cond)
 
-    def log_prob(self, traj: Trajectory, step_indices: Sequence[int]) -> torch.Tensor:
-        """Recompute ``log p(x_{i+1} | x_i)`` for the given steps (with gradients)."""
-        cond = self.condition(traj.prompts, traj.guidance, traj.num_steps, traj.negative_prompts)
-        out = [self.step(traj.latents[:, i], i, cond, prev_sample=traj.latents[:, i + 1],
-                         stochastic=bool(traj.stochastic[i])).log_prob for i in step_indices]
-        return torch.stack(out, 1)
+    def reference(self):
+        from .lora import lora_disabled
+
+        return lora_disabled(self.denoiser)

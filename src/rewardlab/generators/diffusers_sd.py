@@ -3,25 +3,17 @@ adjustable η that returns its Gaussian log-prob (DDPO's ``ddim_step_with_logpro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from .base import TrajectorySampler, check_prompts
+from . import DEFAULT_GUIDANCE
+from .base import Cond, TrajectorySampler, broadcast_level, check_prompts, uncond_prompts
 from .loading import load_pipeline
 from .steps import StepOutput, ddim_step
 
 
-@dataclass
-class DDIMCond:
-    states: torch.Tensor  # [B or 2B, T, D] prompt embeddings (conditional first)
-    guidance: float
-    timesteps: torch.Tensor  # [T+1] UNet timesteps; the last is the "previous" of the final step
-    alphas: torch.Tensor  # [T+1] ᾱ at each timestep (final_alpha_cumprod at the end)
-
-
 class StableDiffusionGenerator(TrajectorySampler):
     name = "stable-diffusion"
+    default_guidance = DEFAULT_GUIDANCE
 
     def __init__(self, pipeline, eta: float = 1.0, height: int | None = None, width: int | None = None):
         from diffusers import DDIMScheduler
@@ -50,28 +42,46 @@ class StableDiffusionGenerator(TrajectorySampler):
             raise ValueError(f"height and width must be divisible by the VAE factor {self.factor}, got {h}x{w}")
         return (self.pipe.unet.config.in_channels, h // self.factor, w // self.factor)
 
-    def condition(self, prompts, guidance: float, steps: int, negative_prompts=None) -> DDIMCond:
+    @torch.no_grad()
+    def condition(self, prompts, negative_prompts=None) -> Cond:
         prompts = check_prompts(prompts)
-        pos, neg = self.pipe.encode_prompt(prompts, self.device, 1, guidance > 1.0,
-                                           negative_prompt=list(negative_prompts) if negative_prompts else None)
-        states = torch.cat([pos, neg]) if guidance > 1.0 else pos
+        negs = uncond_prompts(prompts, negative_prompts)
+        pos, neg = self.pipe.encode_prompt(prompts, self.device, 1, True, negative_prompt=negs)
+        return Cond(prompts, {"states": pos}, {"states": neg}, None if negative_prompts is None else negs)
+
+    def denoise(self, x, t, cond: Cond) -> torch.Tensor:
+        """The UNet's ε at DDPM timestep ``t`` (scalar or ``[B]``)."""
+        return self.pipe.unet(x, torch.as_tensor(t, device=x.device), encoder_hidden_states=cond.pos["states"]).sample
+
+    def schedule(self, steps: int, shape=None) -> torch.Tensor:
+        """DDIM's timesteps plus the "previous" timestep of the final step (negative: ᾱ = final)."""
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
         self.scheduler.set_timesteps(steps, device="cpu")
         ts = self.scheduler.timesteps
-        prev = ts - self.scheduler.config.num_train_timesteps // steps
-        ac = self.scheduler.alphas_cumprod
-        alphas = torch.stack([ac[t] for t in ts] + [ac[prev[-1]] if prev[-1] >= 0 else self.scheduler.final_alpha_cumprod])
-        return DDIMCond(states, guidance, torch.cat([ts, prev[-1:]]), alphas)
+        return torch.cat([ts, ts[-1:] - self.scheduler.config.num_train_timesteps // steps])
 
-    def step(self, x_t, i, cond: DDIMCond, prev_sample=None, noise=None, stochastic=True) -> StepOutput:
-        t = cond.timesteps[i].to(self.device)
-        if cond.guidance > 1.0:
-            e_c, e_u = self.pipe.unet(torch.cat([x_t, x_t]), t, encoder_hidden_states=cond.states).sample.chunk(2)
-            eps = e_u + cond.guidance * (e_c - e_u)
-        else:
-            eps = self.pipe.unet(x_t, t, encoder_hidden_states=cond.states).sample
-        a_t, a_prev = cond.alphas[i].to(x_t), cond.alphas[i + 1].to(x_t)
-        return ddim_step(x_t, eps, a_t, a_prev, eta=self.eta if stochastic else 0.0,
+    def alpha_bar(self, t) -> torch.Tensor:
+        """ᾱ_t, with DDIM's ``final_alpha_cumprod`` for a timestep below 0."""
+        t = torch.as_tensor(t).cpu()
+        ac = self.scheduler.alphas_cumprod
+        return torch.where(t >= 0, ac[t.clamp(min=0)], torch.as_tensor(self.scheduler.final_alpha_cumprod))
+
+    def transition(self, x, eps, i, timesteps, prev_sample=None, noise=None, stochastic=True) -> StepOutput:
+        a_t, a_prev = self.alpha_bar(timesteps[i]).to(x), self.alpha_bar(timesteps[i + 1]).to(x)
+        return ddim_step(x, eps, a_t, a_prev, eta=self.eta if stochastic else 0.0,
                          prev_sample=prev_sample, noise=noise)
+
+    def add_noise(self, x0, noise, t) -> torch.Tensor:
+        """DDPM's forward process ``sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε`` (Ho et al. 2020, eq. 4)."""
+        a = broadcast_level(self.alpha_bar(t), x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The VAE posterior's mean (deterministic), scaled as the UNet expects."""
+        vae = self.pipe.vae
+        x = images.to(self.device, vae.dtype) * 2 - 1
+        return vae.encode(x).latent_dist.mean * vae.config.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae

@@ -1,8 +1,9 @@
 """LoRA adapters through PEFT on any generator's denoiser (UNet or transformer):
-add, save (adapter only, safetensors), load, merge."""
+add, save (adapter only, safetensors), load, merge, and switch off for a reference pass."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -77,3 +78,24 @@ def merge_lora(module: torch.nn.Module) -> torch.nn.Module:
     for p in module.parameters():
         p.requires_grad_(True)
     return module
+
+
+@contextlib.contextmanager
+def lora_disabled(module: torch.nn.Module):
+    """Run ``module`` as its base model: every LoRA layer's adapters off inside the block,
+    restored (with each adapter weight's ``requires_grad``) on exit. The reference policy of
+    KL penalties and DiffusionNFT without a second copy of the weights."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+    was_off = [m.disable_adapters for m in layers]
+    grads = {p: p.requires_grad for p in lora_parameters(module)}
+    try:
+        for m in layers:
+            m.enable_adapters(False)
+        yield module
+    finally:
+        for m, off in zip(layers, was_off):
+            m.enable_adapters(not off)
+        for p, g in grads.items():
+            p.requires_grad_(g)

@@ -1,23 +1,25 @@
-"""The embedded ShapeWorld model as a Generator (pixel-space rectified flow)."""
+"""The embedded ShapeWorld model as a Generator (pixel-space rectified flow).
+
+Its images are what ``rewardlab generate`` and ``eval geneval`` show: ``generate_images``
+with the ODE step gives, for the same seeds, steps and guidance, bitwise the images of the
+Euler sampler that ``world/sample.py`` held before (a test keeps that loop as the oracle).
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
 from ..world.model import ShapeWorldModel
-from ..world.sample import timesteps
-from .base import TrajectorySampler, check_prompts
+from . import DEFAULT_GUIDANCE
+from .base import Cond, TrajectorySampler, broadcast_level, check_prompts, uncond_prompts
 from .steps import FLOW_STEPS, StepOutput, flow_step, ode_step
 
 
-@dataclass
-class FlowCond:
-    states: torch.Tensor  # [B or 2B, T, D] text states (conditional first, then unconditional)
-    mask: torch.Tensor
-    guidance: float
-    timesteps: torch.Tensor  # [T+1] noise levels σ, from 1 to 0
+def flow_timesteps(steps: int) -> torch.Tensor:
+    """Uniform noise levels σ from 1 to 0 (``steps + 1`` of them)."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    return torch.linspace(1.0, 0.0, steps + 1)
 
 
 class ShapeWorldGenerator(TrajectorySampler):
@@ -26,6 +28,7 @@ class ShapeWorldGenerator(TrajectorySampler):
     unconditional prompt of classifier-free guidance."""
 
     name = "shapeworld"
+    default_guidance = DEFAULT_GUIDANCE
 
     def __init__(self, model: ShapeWorldModel | None = None, step_type: str = "flow_sde",
                  noise_level: float = 0.7, eta: float = 0.3):
@@ -49,20 +52,39 @@ class ShapeWorldGenerator(TrajectorySampler):
             raise ValueError(f"the ShapeWorld model samples {res}x{res} images, not {height}x{width}")
         return (3, res, res)
 
-    def condition(self, prompts, guidance: float, steps: int, negative_prompts=None) -> FlowCond:
+    @torch.no_grad()
+    def condition(self, prompts, negative_prompts=None) -> Cond:
+        """Prompts and their unconditional side encoded in one text-encoder pass."""
         prompts = check_prompts(prompts)
-        if guidance != 1.0:
-            prompts = prompts + (list(negative_prompts) if negative_prompts else [""] * len(prompts))
-        states, mask = self.model.encode(prompts)
-        return FlowCond(states, mask, guidance, timesteps(steps))
+        negs = uncond_prompts(prompts, negative_prompts)
+        states, mask = self.model.encode(prompts + negs)
+        n = len(prompts)
+        return Cond(prompts, {"states": states[:n], "mask": mask[:n]}, {"states": states[n:], "mask": mask[n:]},
+                    None if negative_prompts is None else negs)
 
-    def step(self, x_t, i, cond: FlowCond, prev_sample=None, noise=None, stochastic=True) -> StepOutput:
-        sigma, sigma_prev = cond.timesteps[i], cond.timesteps[i + 1]
-        v = self.model.guided_velocity(x_t, sigma.to(x_t.device), (cond.states, cond.mask), cond.guidance)
+    def denoise(self, x, t, cond: Cond) -> torch.Tensor:
+        """Velocity ``ε - x0`` at noise level σ = ``t`` (scalar or ``[B]``)."""
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(len(x)) if t.ndim == 0 else t
+        return self.model.velocity(x, t, (cond.pos["states"], cond.pos["mask"]))
+
+    def schedule(self, steps: int, shape=None) -> torch.Tensor:
+        return flow_timesteps(steps)
+
+    def transition(self, x, v, i, timesteps, prev_sample=None, noise=None, stochastic=True) -> StepOutput:
+        sigma, sigma_prev = timesteps[i], timesteps[i + 1]
         if not stochastic:
-            return ode_step(x_t, v, sigma, sigma_prev)
-        return flow_step(self.step_type, x_t, v, sigma, sigma_prev, noise_level=self.noise_level,
+            return ode_step(x, v, sigma, sigma_prev)
+        return flow_step(self.step_type, x, v, sigma, sigma_prev, noise_level=self.noise_level,
                          eta=self.eta, prev_sample=prev_sample, noise=noise)
+
+    def add_noise(self, x0, noise, t) -> torch.Tensor:
+        """Rectified flow's forward process ``(1 - σ) x0 + σ ε``."""
+        s = broadcast_level(t, x0)
+        return (1 - s) * x0 + s * noise
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images.to(self.device) * 2 - 1
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         return (x.clamp(-1, 1) + 1) / 2

@@ -7,6 +7,7 @@ A pixel-space rectified-flow model built from the classes real pipelines use: a 
 Flow convention (SD3 / rectified flow): ``x_t = (1 - t) x_0 + t ε`` with ``t`` in
 [0, 1], the network predicts the velocity ``v = ε - x_0`` and is fed ``1000 t`` as
 its timestep. Images live in [-1, 1] inside the model and [0, 1] outside.
+Sampling and guidance are the Generator layer's (``rewardlab.generators.shapeworld``).
 """
 
 from __future__ import annotations
@@ -85,15 +86,6 @@ class ShapeWorldModel(nn.Module):
         states, mask = cond
         return self.unet(x_t, t * 1000, encoder_hidden_states=states,
                          encoder_attention_mask=mask).sample
-
-    def guided_velocity(self, x: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, torch.Tensor],
-                        guidance: float) -> torch.Tensor:
-        """Classifier-free guidance ``v_u + g (v_c - v_u)``; with ``g != 1`` the text states
-        in ``cond`` hold the conditional prompts first, then the unconditional ones."""
-        if guidance == 1.0:
-            return self.velocity(x, t.expand(len(x)), cond)
-        v_c, v_u = self.velocity(torch.cat([x, x]), t.expand(2 * len(x)), cond).chunk(2)
-        return v_u + guidance * (v_c - v_u)
 
     @property
     def device(self) -> torch.device:
