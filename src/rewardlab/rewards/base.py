@@ -22,7 +22,7 @@ class RewardOutput:
     scores: torch.Tensor  # [B]
     sub_scores: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B]
     valid: torch.Tensor | None = None  # [B] bool; False where the score could not be computed
-    reasons: list[str] | None = None  # [B] why a sample is invalid, where the reward can say ("" elsewhere)
+    reasons: list[str] | None = None  # [B] why a sample is invalid or scored low, where the reward can say ("" elsewhere)
 
     def __post_init__(self):
         finite = torch.isfinite(self.scores.detach())

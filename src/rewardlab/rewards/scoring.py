@@ -39,7 +39,7 @@ def score_files(paths: Sequence[Path], prompts: Sequence[str], rewards: Sequence
                     continue
                 for j, i in enumerate(idx):
                     rows[i][reward.name] = float(out.scores[j]) if bool(out.valid[j]) else None
-                    if out.reasons and out.reasons[j]:  # why the reward could not score it
+                    if out.reasons and out.reasons[j] and not bool(out.valid[j]):  # why it could not be scored
                         _add_error(rows[i], f"{reward.name}: {out.reasons[j]}")
         if progress is not None:
             progress(min(batch_size, len(paths) - start))

@@ -16,7 +16,8 @@ from .registry import register
 class ShapeWorldReward(Reward):
     """The exact GenEval verifier: ``binary`` (correct or not) or ``partial`` (mean of the
     per-requirement credits). Records come from ``metadata`` or are parsed from prompts;
-    sub-scores are the binary verdict and the partial credit."""
+    sub-scores are the binary verdict and the partial credit; ``reasons`` say which
+    requirement failed (or why a prompt cannot be read)."""
 
     name = "shapeworld"
 
@@ -29,7 +30,7 @@ class ShapeWorldReward(Reward):
         from ..world.records import RecordError, parse_prompt
         from ..world.verify import verify
 
-        rows, reasons = [], []  # (correct, partial credit, valid) per image; why it is invalid
+        rows, reasons = [], []  # (correct, partial credit, valid) per image; why it is wrong or invalid
         for i, img in enumerate(to_uint8(images)):
             try:
                 v = verify(img, metadata[i] if metadata is not None else parse_prompt(prompts[i]))
@@ -38,7 +39,7 @@ class ShapeWorldReward(Reward):
                 reasons.append(str(e))
                 continue
             rows.append((float(v.correct), v.score, True))
-            reasons.append("")
+            reasons.append(v.reason)
         c, p, valid = (torch.tensor(col) for col in zip(*rows))
         return RewardOutput(c if self.mode == "binary" else p, {"correct": c, "partial": p}, valid, reasons)
 
