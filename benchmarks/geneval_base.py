@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from rewardlab.eval.geneval import format_summary, held_out_split, run_geneval, summarize
+from rewardlab.eval.geneval import format_summary, generator_sampler, held_out_split, run_geneval, summarize
+from rewardlab.generators import DEFAULT_GUIDANCE, DEFAULT_STEPS, load_generator
 from rewardlab.world.prompts import prompt_set_path
 from rewardlab.world.records import load_records
-from rewardlab.world.sample import sample_fn
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -25,14 +25,14 @@ RESULTS = Path(__file__).parent / "results"
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images-per-prompt", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    ap.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     ap.add_argument("--out", default="outputs/geneval_base")
     args = ap.parse_args()
     records = load_records(prompt_set_path("eval"))
-    fn = sample_fn(None, steps=args.steps, guidance=args.guidance)
+    fn = generator_sampler(load_generator("shapeworld"), args.steps, args.guidance)
     t0 = time.time()
-    results = run_geneval(fn, records, args.images_per_prompt, args.out)
+    results = run_geneval(fn, None, records, args.images_per_prompt, args.out)  # judge: the verifier
     summary = summarize(results)
     split = held_out_split(results)
     text = format_summary(summary) + "\n" + "\n".join(

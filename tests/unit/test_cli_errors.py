@@ -18,7 +18,6 @@ from rewardlab.cli import app
 from rewardlab.data.preferences import make_shapeworld_preferences, save_preferences
 from rewardlab.utils import save_checkpoint
 from rewardlab.world.clip import ClipConfig, ShapeCLIP
-from rewardlab.world.model import ModelConfig, ShapeWorldModel
 from rewardlab.world.records import make_record, parse_prompt
 from rewardlab.world.render import render_record
 from rewardlab.world.train import TrainConfig
@@ -39,12 +38,9 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    ShapeWorldModel(ModelConfig(channels=(8, 16), text_dim=16, text_layers=1)).save(path)
-    return path
+@pytest.fixture
+def weights(tiny_shapeworld_weights):
+    return tiny_shapeworld_weights
 
 
 def _bad_weights(kind: str, folder: Path, good: Path) -> Path:

@@ -9,7 +9,7 @@ import inspect
 import math
 import os
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, NoReturn, Optional
 
@@ -17,12 +17,52 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..config import setting
+from ..generators import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
 app = typer.Typer(help="rewardlab: reward-driven image generation.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line, however long
 
-DEFAULT_STEPS, DEFAULT_GUIDANCE = 20, 3.0
+
+
+@dataclass
+class SampleConfig:
+    """How ``generate``, ``demo`` and ``eval geneval`` sample: through the Generator layer."""
+
+    generator: str = setting("shapeworld", "generator: shapeworld[:WEIGHTS], sd:DIR, sd3:DIR or flux:DIR "
+                                           "(a save_pretrained folder or hub id)")
+    weights: Optional[Path] = setting(None, "ShapeWorld model weights (default: the shipped model)")
+    steps: int = setting(DEFAULT_STEPS, "sampling steps (deterministic ODE/DDIM)", min=1)
+    guidance: float = setting(DEFAULT_GUIDANCE, "classifier-free guidance scale (1 = off)")
+    height: Optional[int] = setting(None, "image height for sd/sd3/flux (default: the pipeline's; FLUX needs it)",
+                                    min=8)
+    width: Optional[int] = setting(None, "image width for sd/sd3/flux (default: the pipeline's; FLUX needs it)",
+                                   min=8)
+
+
+def load_sampler(cfg: SampleConfig):
+    """The generator ``cfg`` names and its sampler ``(prompts, seeds) -> [B,3,H,W] in [0, 1]``
+    (deterministic, one seed per image); a one-line error if it cannot be loaded."""
+    from ..eval.geneval import generator_sampler
+    from ..generators import load_generator
+
+    options = {k: v for k, v in (("height", cfg.height), ("width", cfg.width)) if v is not None}
+    if cfg.generator.partition(":")[0] == "shapeworld":
+        if options:
+            fail("--height/--width are for sd, sd3 and flux; the ShapeWorld model samples at its own resolution")
+        if cfg.weights is not None:
+            if cfg.generator != "shapeworld":
+                fail(f"give the ShapeWorld weights once: --generator {cfg.generator} or --weights {cfg.weights}")
+            options["weights"] = cfg.weights
+    elif cfg.weights is not None:
+        fail(f"--weights is for the shapeworld generator; {cfg.generator} names its pipeline folder itself")
+    try:
+        gen = load_generator(cfg.generator, **options)
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    return gen, generator_sampler(gen, cfg.steps, cfg.guidance)
 
 
 @contextlib.contextmanager
@@ -63,40 +103,41 @@ def run_training(description: str, cfg, out: Path, train, ship_as: str) -> None:
     console.print(f"weights: {path}  (copy to src/rewardlab/world/data/{ship_as} to ship)")
 
 
-def config_options(cls):
+def config_options(cls, files: bool = True):
     """Give a command the settings of the config dataclass ``cls`` — built by the one config
-    loader (``rewardlab.config``), never copied by hand. The command gains ``--config FILE``
-    (YAML), one option per field (``--batch-size``: its help, default and range come from the
-    field), trailing ``KEY=VALUE`` overrides and ``--print-config``; it is called with the
-    resolved config as ``cfg``. Later wins: defaults, the file, the options, the overrides.
-    A bad file, key or value is a one-line error before any work."""
-    from ..config import ConfigError, check_value, describe_bounds, load_config, settings, to_yaml
-
-    scalar = [s for s in settings(cls) if "." not in s.key and s.type in (int, float, str, bool, Path)]
+    loader (``rewardlab.config``), never copied by hand. The command gains one option per
+    field (``--batch-size``: its help, default and range come from the field) and, with
+    ``files``, ``--config FILE`` (YAML), trailing ``KEY=VALUE`` overrides and
+    ``--print-config``; it is called with the resolved config as ``cfg``. Later wins: the
+    defaults, the file, the options, the overrides. A bad file, key or value is a one-line
+    error before any work."""
+    from ..config import ConfigError, check_value, load_config, settings, to_yaml
 
     def deco(fn):
         own = [p for p in inspect.signature(fn).parameters.values() if p.name != "cfg"]
-        taken = {p.name for p in own}
-        fields = [s for s in scalar if s.key not in taken]
-        extra = [
-            _param("config_context", typer.Context, inspect.Parameter.empty),
-            _param("config_file", Optional[Path], typer.Option(
-                None, "--config", help="YAML file of settings (see configs/); options and KEY=VALUE override it.")),
-            _param("print_config", bool, typer.Option(
-                False, "--print-config", help="Print the resolved settings as YAML and exit.")),
-            _param("overrides", Optional[List[str]], typer.Argument(
-                None, metavar="[KEY=VALUE]...", show_default=False,
-                help=f"Settings by name, e.g. {fields[0].key}={fields[0].default}; a dotted key sets a nested one.")),
-        ] + [_param(s.key, s.type, _field_option(s, check_value, describe_bounds)) for s in fields]
+        fields = [s for s in settings(cls) if "." not in s.key and s.key not in {p.name for p in own}
+                  and _option_type(s.type)]
+        extra = [_param("config_context", typer.Context, inspect.Parameter.empty)]
+        if files:
+            extra += [
+                _param("config_file", Optional[Path], typer.Option(
+                    None, "--config", help="YAML file of settings (see configs/); options and KEY=VALUE override it.")),
+                _param("print_config", bool, typer.Option(
+                    False, "--print-config", help="Print the resolved settings as YAML and exit.")),
+                _param("overrides", Optional[List[str]], typer.Argument(
+                    None, metavar="[KEY=VALUE]...", show_default=False,
+                    help=f"Settings by name, e.g. {fields[0].key}={fields[0].default}; a dotted key sets a nested one.")),
+            ]
+        extra += [_param(s.key, s.type, _field_option(s, check_value)) for s in fields]
 
         @functools.wraps(fn)
         def command(**kwargs):
-            path, show, overrides = kwargs.pop("config_file"), kwargs.pop("print_config"), kwargs.pop("overrides")
-            ctx = kwargs.pop("config_context")  # an option counts only where the user gave it
+            path, show = kwargs.pop("config_file", None), kwargs.pop("print_config", False)
+            overrides, ctx = kwargs.pop("overrides", None) or [], kwargs.pop("config_context")
             given = {s.key: v for s in fields if (v := kwargs.pop(s.key)) is not None
-                     and ctx.get_parameter_source(s.key).name != "DEFAULT"}
+                     and ctx.get_parameter_source(s.key).name != "DEFAULT"}  # only what the user gave
             try:
-                cfg = load_config(cls, path, given, overrides or [])
+                cfg = load_config(cls, path, given, overrides)
             except ConfigError as e:
                 fail(str(e))
             if show:
@@ -112,11 +153,21 @@ def config_options(cls):
     return deco
 
 
+def _option_type(tp) -> bool:
+    """Whether a field of type ``tp`` can be a plain option (a scalar, maybe Optional)."""
+    import typing
+
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return tp in (int, float, str, bool, Path) or (len(args) == 1 and args[0] in (int, float, str, Path))
+
+
 def _param(name, annotation, default) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def _field_option(s, check_value, describe_bounds):
+def _field_option(s, check_value):
+    from ..config import describe_bounds
+
     def validate(value):
         if value is None:
             return None
@@ -128,7 +179,7 @@ def _field_option(s, check_value, describe_bounds):
     bounds = describe_bounds(s)
     name = "--" + s.key.replace("_", "-")
     decls = [f"{name}/--no-{s.key.replace('_', '-')}"] if s.type is bool else [name]
-    return typer.Option(s.default, *decls, callback=validate, show_default=True,
+    return typer.Option(s.default, *decls, callback=validate, show_default=s.default is not None,
                         help=s.help[:1].upper() + s.help[1:] + (f" [{bounds}]" if bounds else "") + ".")
 
 
@@ -141,12 +192,6 @@ def fail(message: str) -> NoReturn:
 def finite(value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"must be a finite number, got {value}")
-    return value
-
-
-def positive_finite(value: float | None) -> float | None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise typer.BadParameter(f"must be a positive finite number, got {value}")
     return value
 
 

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from .common import DEFAULT_GUIDANCE, DEFAULT_STEPS, app, check_output_dir, console, fail, finite, progress_bar
+from .common import (SampleConfig, app, check_output_dir, config_options, console, fail, finite, load_sampler,
+                     progress_bar)
 
 eval_app = typer.Typer(help="Evaluate generators (GenEval-compatible).", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
@@ -20,43 +21,59 @@ def _resolve_prompts(prompts: str) -> Path:
 
 
 @eval_app.command("geneval")
+@config_options(SampleConfig, files=False)
 def eval_geneval(
-    generator: str = typer.Option("shapeworld", help="Generator to evaluate (shapeworld)."),
+    cfg: SampleConfig,
     prompts: str = typer.Option("eval", help="GenEval metadata JSONL, or a shipped set: eval, train."),
     images_per_prompt: int = typer.Option(4, min=1, help="Images per prompt."),
     out: Path = typer.Option(Path("outputs/geneval"), help="Output folder (GenEval layout)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the GenEval output of an earlier run in OUT."),
-    steps: int = typer.Option(DEFAULT_STEPS, min=1, help="Sampling steps."),
-    guidance: float = typer.Option(DEFAULT_GUIDANCE, callback=finite, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Base seed; every image gets its own."),
     limit: int = typer.Option(0, min=0, help="Use only the first N records per tag (0 = all)."),
-    weights: Optional[Path] = typer.Option(None, help="Model weights (default: the shipped model)."),
+    judge: str = typer.Option("shapeworld", help="The reward that judges each image (see `rewardlab rewards list`)."),
+    option: list[str] = typer.Option([], "--set", help="A judge option, JUDGE.KEY=VALUE (repeatable), "
+                                     "e.g. --set vlm_judge.model=DIR"),
+    threshold: float = typer.Option(0.5, callback=finite, help="For a judge without a binary verdict (all but "
+                                    "shapeworld): an image is correct when its score is at least this."),
 ):
-    """Generate for every prompt, verify, write GenEval's layout and print its summary."""
+    """Generate for every prompt, judge each image, write GenEval's layout and print its summary."""
     from ..eval.geneval import clear_output, first_per_tag, format_summary, held_out_split, run_geneval, summarize
     from ..world.records import RecordError, load_records
-    from ..world.sample import sample_fn
 
-    if generator != "shapeworld":
-        fail(f"unknown generator {generator!r}; available: shapeworld")
     try:
         records = load_records(_resolve_prompts(prompts))
     except (RecordError, OSError) as e:
         fail(str(e))
     earlier = prepare_geneval_output(out, overwrite)
-    try:
-        fn = sample_fn(weights, steps=steps, guidance=guidance)
-    except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
+    reward = load_judge(judge, option)
+    _, sample = load_sampler(cfg)
     if limit:
         records = first_per_tag(records, limit)
     clear_output(earlier)  # only now: every check has passed
-    with progress_bar("generating + verifying", len(records) * images_per_prompt) as advance:
-        results = run_geneval(fn, records, images_per_prompt, out, seed=seed, progress=advance)
+    with progress_bar(f"generating + judging ({reward.name})", len(records) * images_per_prompt) as advance:
+        results = run_geneval(sample, reward, records, images_per_prompt, out, seed=seed, threshold=threshold,
+                              progress=advance)
     print(format_summary(summarize(results)))
     for name, (acc, n) in held_out_split(results).items():
         console.print(f"position+color_attr, {name} compositions: {acc:.2%} of {n} images")
     console.print(f"images and results.jsonl in {out}")
+
+
+def load_judge(name: str, options: list[str]):
+    """The judge reward ``name`` with its ``--set JUDGE.KEY=VALUE`` options; the ShapeWorld
+    verifier scores partial credit (its verdict decides what is correct)."""
+    from ..rewards import load
+    from ..rewards.registry import parse_options
+
+    try:
+        parsed = parse_options(options)
+        if set(parsed) - {name}:
+            raise ValueError(f"--set names rewards other than the judge {name!r}: "
+                             f"{', '.join(sorted(set(parsed) - {name}))}")
+        defaults = {"mode": "partial"} if name == "shapeworld" else {}
+        return load(name, **{**defaults, **parsed.get(name, {})})
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        fail(str(e).strip("'\""))
 
 
 def prepare_geneval_output(out: Path, overwrite: bool) -> list[Path]:

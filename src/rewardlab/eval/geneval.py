@@ -8,7 +8,13 @@ Layout written (as GenEval's ``generation/diffusers_generate.py``)::
 
 Results lines carry ``filename``, ``tag``, ``correct``, ``reason``, ``prompt`` and
 ``metadata`` (the record as a JSON *string*), so GenEval's ``summary_scores.py`` reads
-them unchanged; rewardlab adds ``score`` (partial credit) and ``held_out``.
+them unchanged; rewardlab adds ``score`` (the judge's score) and ``held_out``.
+
+The judge is any :class:`~rewardlab.rewards.Reward`, called with the records as metadata.
+An image is *correct* by the judge's own binary verdict where it gives one (a ``correct``
+sub-score: the ``shapeworld`` verifier, whose ``score`` is then its partial credit and
+``reason`` says which requirement failed), else when it is valid and its score is at
+least ``threshold``.
 """
 
 from __future__ import annotations
@@ -21,13 +27,37 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 
-from ..images import save_png
+from ..images import save_png, to_uint8
+from ..rewards.base import Reward, check_images
 from ..world.prompts import is_held_out
-from ..world.verify import verify
 
-# images uint8 [B, H, W, 3] for (prompts, seeds)
-SampleFn = Callable[[Sequence[str], Sequence[int]], np.ndarray]
+# images [B, 3, H, W] in [0, 1] for (prompts, seeds), e.g. generator_sampler(gen)
+SampleFn = Callable[[Sequence[str], Sequence[int]], torch.Tensor]
+
+
+def generator_sampler(generator, steps: int | None = None, guidance: float | None = None) -> SampleFn:
+    """A Generator's deterministic sampler (ODE / DDIM η=0) as ``(prompts, seeds) -> images``:
+    one seed per image, so an image never depends on its batch mates. ``steps`` and
+    ``guidance`` default to the library's ``DEFAULT_STEPS`` and ``DEFAULT_GUIDANCE``."""
+    from ..generators import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+    steps = DEFAULT_STEPS if steps is None else steps
+    guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+
+    def sample(prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+        return generator.sample(list(prompts), seeds=list(seeds), steps=steps, guidance=guidance,
+                                stochastic=False).images
+
+    return sample
+
+
+def default_judge() -> Reward:
+    """The ShapeWorld verifier, scoring partial credit (its binary verdict decides ``correct``)."""
+    from ..rewards import load
+
+    return load("shapeworld", mode="partial")
 
 
 def image_seed(seed: int, index: int, k: int, per_prompt: int) -> int:
@@ -35,10 +65,12 @@ def image_seed(seed: int, index: int, k: int, per_prompt: int) -> int:
     return seed * 10_000_019 + index * per_prompt + k
 
 
-def run_geneval(sample_fn: SampleFn, records: list[dict[str, Any]], images_per_prompt: int,
-                out_dir: str | Path, seed: int = 0, batch_size: int = 64,
+def run_geneval(sample: SampleFn, judge: Reward | None, records: list[dict[str, Any]], images_per_prompt: int,
+                out_dir: str | Path, seed: int = 0, batch_size: int = 64, threshold: float = 0.5,
                 progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-    """Generate, save in GenEval's layout, verify; returns (and writes) the results lines."""
+    """Generate with ``sample``, save in GenEval's layout, judge with ``judge`` (default: the
+    ShapeWorld verifier); returns (and writes) the results lines."""
+    judge = judge or default_judge()
     out_dir = Path(out_dir)
     jobs = [(i, k) for i in range(len(records)) for k in range(images_per_prompt)]
     results = []
@@ -49,11 +81,11 @@ def run_geneval(sample_fn: SampleFn, records: list[dict[str, Any]], images_per_p
         batch = jobs[start:start + batch_size]
         prompts = [records[i]["prompt"] for i, _ in batch]
         seeds = [image_seed(seed, i, k, images_per_prompt) for i, k in batch]
-        images = sample_fn(prompts, seeds)
-        for (i, k), img in zip(batch, images):
-            path = out_dir / f"{i:05d}" / "samples" / f"{k:04d}.png"
+        images = check_images(sample(prompts, seeds)).detach()
+        paths = [out_dir / f"{i:05d}" / "samples" / f"{k:04d}.png" for i, k in batch]
+        for path, img in zip(paths, to_uint8(images)):
             save_png(img, path)
-            results.append(result_line(path, records[i], img))
+        results += result_lines(paths, [records[i] for i, _ in batch], images, judge, threshold)
         if progress is not None:
             progress(len(batch))
     with open(out_dir / "results.jsonl", "w", encoding="utf-8") as f:
@@ -62,11 +94,22 @@ def run_geneval(sample_fn: SampleFn, records: list[dict[str, Any]], images_per_p
     return results
 
 
-def result_line(path: Path, record: dict[str, Any], image: np.ndarray) -> dict[str, Any]:
-    v = verify(image, record)
-    return {"filename": str(path), "tag": record["tag"], "correct": v.correct, "reason": v.reason,
-            "prompt": record["prompt"], "metadata": json.dumps(record), "score": v.score,
-            "held_out": is_held_out(record)}
+def result_lines(paths: list[Path], records: list[dict[str, Any]], images: torch.Tensor, judge: Reward,
+                 threshold: float = 0.5) -> list[dict[str, Any]]:
+    """GenEval results lines for ``images`` (``[B,3,H,W]`` in [0, 1]) of ``records``, judged by ``judge``."""
+    # judge what was saved: the PNG's 8-bit pixels, as GenEval's scorer reads them back
+    saved = torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).float() / 255
+    out = judge(saved, [r["prompt"] for r in records], metadata=records)
+    verdict = out.sub_scores.get("correct")
+    lines = []
+    for j, (path, record) in enumerate(zip(paths, records)):
+        valid, score = bool(out.valid[j]), float(out.scores[j])
+        correct = valid and (bool(verdict[j]) if verdict is not None else score >= threshold)
+        lines.append({"filename": str(path), "tag": record["tag"], "correct": correct,
+                      "reason": out.reasons[j] if out.reasons else "", "prompt": record["prompt"],
+                      "metadata": json.dumps(record), "score": score if valid else None,
+                      "held_out": is_held_out(record)})
+    return lines
 
 
 def earlier_output(out_dir: str | Path) -> list[Path]:
