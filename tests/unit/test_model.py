@@ -1,12 +1,18 @@
 import pytest
 import torch
 
+from rewardlab.generators.sampling import generate_images
+from rewardlab.generators.shapeworld import ShapeWorldGenerator
 from rewardlab.world.model import ModelConfig, ShapeWorldModel
-from rewardlab.world.sample import sample
 from rewardlab.world.train import TrainConfig, flow_loss, lr_at, make_batch, train
 from rewardlab.world.prompts import PromptSampler
 
 TINY = ModelConfig(channels=(8, 16), text_dim=16, text_layers=1)
+
+
+def sample(model, prompts, seeds, steps):
+    """What users run: the model's deterministic images through the Generator layer."""
+    return generate_images(ShapeWorldGenerator(model), prompts, seeds, steps=steps)
 
 
 @pytest.fixture(scope="module")

@@ -35,11 +35,10 @@ class SampleConfig:
                                            "(a save_pretrained folder or hub id)")
     weights: Optional[Path] = setting(None, "ShapeWorld model weights (default: the shipped model)")
     steps: int = setting(DEFAULT_STEPS, "sampling steps (deterministic ODE/DDIM)", min=1)
-    guidance: float = setting(DEFAULT_GUIDANCE, "classifier-free guidance scale (1 = off)")
-    height: Optional[int] = setting(None, "image height for sd/sd3/flux (default: the pipeline's; FLUX needs it)",
-                                    min=8)
-    width: Optional[int] = setting(None, "image width for sd/sd3/flux (default: the pipeline's; FLUX needs it)",
-                                   min=8)
+    guidance: Optional[float] = setting(None, f"classifier-free guidance scale, 1 = off (default: the generator's, "
+                                              f"{DEFAULT_GUIDANCE}; 1 for FLUX, which is guidance-distilled)")
+    height: Optional[int] = setting(None, "image height for sd/sd3/flux (default: the pipeline's)", min=8)
+    width: Optional[int] = setting(None, "image width for sd/sd3/flux (default: the pipeline's)", min=8)
 
 
 def load_sampler(cfg: SampleConfig):

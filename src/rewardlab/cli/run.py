@@ -10,7 +10,6 @@ from .common import (SampleConfig, app, check_output_dir, check_output_file, con
                      load_sampler, progress_bar)
 
 MAX_IMAGES = 1000  # per `generate` call: they are tiled into one PNG
-BATCH = 64  # images per sampler call
 
 
 @app.command()
@@ -25,8 +24,7 @@ def generate(
     check: bool = typer.Option(True, help="Verify each image of a ShapeWorld prompt and print the verdict."),
 ):
     """Generate images (by default with the embedded ShapeWorld model)."""
-    import torch
-
+    from ..generators.sampling import generate_images
     from ..images import MAX_PIXELS, grid, save_png, to_uint8
     from ..world.records import RecordError, parse_prompt
 
@@ -37,18 +35,15 @@ def generate(
             fail(str(e))
         record = None  # another generator's prompt: nothing to verify
     check_output_file(out, (".png",))
-    gen, sample = load_sampler(cfg)
+    gen, _ = load_sampler(cfg)
     cols, pad = min(n, 8), 2 if n > 1 else 0
     height, width = _image_size(gen)
     png_w, png_h = cols * (width + pad) * scale, -(-n // cols) * (height + pad) * scale
     if png_w * png_h > MAX_PIXELS:
         fail(f"the PNG would be {png_w}x{png_h} pixels, over {MAX_PIXELS}; lower -n or --scale")
-    seeds, chunks = [seed + i for i in range(n)], []
     with progress_bar("generating", n) as advance:
-        for start in range(0, n, BATCH):
-            chunks.append(sample([prompt] * len(seeds[start:start + BATCH]), seeds[start:start + BATCH]))
-            advance(len(chunks[-1]))
-    images = torch.cat(chunks)
+        images = generate_images(gen, [prompt] * n, [seed + i for i in range(n)], steps=cfg.steps,
+                                 guidance=cfg.guidance, progress=advance)
     arrays = to_uint8(images)
     save_png(arrays[0] if n == 1 else grid(arrays, cols), out, scale=scale)
     if check and record is not None:

@@ -37,18 +37,20 @@ from ..world.prompts import is_held_out
 SampleFn = Callable[[Sequence[str], Sequence[int]], torch.Tensor]
 
 
-def generator_sampler(generator, steps: int | None = None, guidance: float | None = None) -> SampleFn:
-    """A Generator's deterministic sampler (ODE / DDIM η=0) as ``(prompts, seeds) -> images``:
-    one seed per image, so an image never depends on its batch mates. ``steps`` and
-    ``guidance`` default to the library's ``DEFAULT_STEPS`` and ``DEFAULT_GUIDANCE``."""
-    from ..generators import DEFAULT_GUIDANCE, DEFAULT_STEPS
+def generator_sampler(generator, steps: int | None = None, guidance: float | None = None,
+                      **options) -> SampleFn:
+    """A Generator's deterministic sampler (flow ODE / DDIM η=0, ``generate_images``) as
+    ``(prompts, seeds) -> images``: one seed per image, so an image never depends on its batch
+    mates. ``steps`` defaults to the library's ``DEFAULT_STEPS``, ``guidance`` to the
+    generator's own default; ``options`` (``height``, ``width``, ``batch_size``, ...) go to
+    ``generate_images``."""
+    from ..generators import DEFAULT_STEPS
+    from ..generators.sampling import generate_images
 
     steps = DEFAULT_STEPS if steps is None else steps
-    guidance = DEFAULT_GUIDANCE if guidance is None else guidance
 
     def sample(prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
-        return generator.sample(list(prompts), seeds=list(seeds), steps=steps, guidance=guidance,
-                                stochastic=False).images
+        return generate_images(generator, list(prompts), list(seeds), steps=steps, guidance=guidance, **options)
 
     return sample
 
