@@ -15,6 +15,12 @@ dotted keys (``sample.steps=10``) or a nested mapping in the file. An unknown ke
 of the wrong type, a non-finite float or one out of range is a :class:`ConfigError` whose
 message is one line naming the key and, for an unknown key, the valid ones. Torch-free, so
 the CLI can build its options from a config without importing torch.
+
+On the command line, ``rewardlab.cli.common.config_options(Config)`` gives a command
+``--config FILE``, ``KEY=VALUE`` overrides, ``--print-config`` and one option per field, all
+generated from the dataclass (``world train``, ``world train-clip``, ``rm train``); a recipe
+command (``rewardlab train RECIPE --config FILE [KEY=VALUE ...]``) resolves its recipe's
+config class at run time and calls :func:`load_config` the same way.
 """
 
 from __future__ import annotations

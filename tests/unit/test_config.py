@@ -188,3 +188,11 @@ def test_world_train_with_config_resumes_and_refuses_changed_settings(tmp_path, 
     assert r.exit_code == 0 and "resuming from step 1" in r.output, r.output
     r = invoke("world", "train", "--config", f, "--out", out, "steps=3", "ema_decay=0.9")
     refused(r, "error:", "different settings", "ema_decay 0.999 → 0.9")
+
+
+def test_a_command_without_files_must_reach_every_setting():
+    from rewardlab.cli.common import config_options
+
+    with pytest.raises(TypeError, match="every setting must be a plain option"):
+        config_options(Recipe, files=False)(lambda cfg: None)  # mode (Literal) and sample.* are no options
+    config_options(Recipe)(lambda cfg: None)  # with files, KEY=VALUE reaches them

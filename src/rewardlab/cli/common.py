@@ -116,6 +116,8 @@ def config_options(cls, files: bool = True):
         own = [p for p in inspect.signature(fn).parameters.values() if p.name != "cfg"]
         fields = [s for s in settings(cls) if "." not in s.key and s.key not in {p.name for p in own}
                   and _option_type(s.type)]
+        if not files and len(fields) < len(settings(cls)):  # nothing else could set the others
+            raise TypeError(f"{cls.__name__}: without files, every setting must be a plain option")
         extra = [_param("config_context", typer.Context, inspect.Parameter.empty)]
         if files:
             extra += [
@@ -125,7 +127,8 @@ def config_options(cls, files: bool = True):
                     False, "--print-config", help="Print the resolved settings as YAML and exit.")),
                 _param("overrides", Optional[List[str]], typer.Argument(
                     None, metavar="[KEY=VALUE]...", show_default=False,
-                    help=f"Settings by name, e.g. {fields[0].key}={fields[0].default}; a dotted key sets a nested one.")),
+                    help="Settings by name, e.g. " + (f"{fields[0].key}={fields[0].default}" if fields else
+                                                      "key=value") + "; a dotted key sets a nested one.")),
             ]
         extra += [_param(s.key, s.type, _field_option(s, check_value)) for s in fields]
 
