@@ -26,7 +26,6 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line, however long
 
 
-
 @dataclass
 class SampleConfig:
     """How ``generate``, ``demo`` and ``eval geneval`` sample: through the Generator layer."""
