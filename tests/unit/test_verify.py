@@ -97,3 +97,69 @@ def test_rejects_non_uint8_images():
 
     with pytest.raises(ValueError, match="uint8"):
         detect(np.zeros((32, 32, 3), np.float32))
+
+
+# --- a clean scene, or nothing: the verifier cannot be fooled --------------------------
+
+import numpy as np  # noqa: E402
+
+from rewardlab.world.adversarial import KINDS, scenes  # noqa: E402
+from rewardlab.world.records import TAGS  # noqa: E402
+from rewardlab.world.verify import analyse  # noqa: E402
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_adversarial_kinds_are_rejected_with_zero_credit(kind):
+    # on correct layouts for every tag: only the cleanliness rules stand in the way
+    for tag in TAGS:
+        for img, rec in scenes(kind, tag, 4, seed=3):
+            v = verify(img, rec)
+            assert not v.correct, (kind, rec["prompt"])
+            if analyse(img).flaw:  # not a scene at all: no partial credit to farm
+                assert v.score == 0.0 and v.reason
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_clean_and_corrupted_renders_still_pass(size):
+    for kind in ("clean", "corrupted"):
+        results = [verify(img, rec).correct for tag in TAGS for img, rec in scenes(kind, tag, 10, size, seed=5)]
+        assert sum(results) >= len(results) - (1 if kind == "corrupted" else 0), kind
+
+
+def test_uniform_noise_says_why():
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    v = verify(img, parse_prompt("a photo of a circle and a square"))
+    assert not v.correct and v.score == 0.0 and v.checks and set(v.checks.values()) == {0.0}
+    assert "background" in v.reason or "no clean object" in v.reason or "clutter" in v.reason
+
+
+def test_clutter_beside_a_correct_scene_is_rejected():
+    img = scene(("circle", "red", *LEFT, 0.18))
+    img[2:30, 26:29] = (45, 85, 215)  # a thick blue bar: no clean object explains it
+    v = verify(img, parse_prompt("a photo of a circle"))
+    assert not v.correct and v.reason.startswith(("clutter", "no clean object"))
+    img[2:30, 26:29] = (120, 120, 120)  # a grey bar is no object at all, but still clutter
+    v = verify(img, parse_prompt("a photo of a circle"))
+    assert not v.correct and v.reason.startswith("clutter") and v.score == 0.0
+
+
+def test_hollow_and_cut_shapes_do_not_count():
+    ring = scene(("circle", "green", 0.5, 0.5, 0.25))
+    ring[12:20, 12:20] = 242  # punch a hole: filling holes must not make it solid
+    assert "not solid" in analyse(ring).rejected[0].flaw
+    assert not verify(ring, parse_prompt("a photo of a circle")).correct
+    half = scene(("square", "blue", 0.5, 0.5, 0.25))
+    half[:, 16:] = 242  # a 1:2 rectangle is not a square
+    assert not verify(half, parse_prompt("a photo of a square")).correct
+
+
+def test_blurred_and_fused_shapes_are_flawed():
+    from scipy import ndimage
+
+    img = scene(("circle", "red", 0.5, 0.5, 0.22)).astype(float)
+    blurred = ndimage.gaussian_filter(img, (2.5, 2.5, 0), mode="nearest").round().astype(np.uint8)
+    assert not verify(blurred, parse_prompt("a photo of a circle")).correct
+    fused = scene(("circle", "red", 0.4, 0.4, 0.2), ("circle", "red", 0.6, 0.6, 0.2))
+    sc = analyse(fused)
+    assert not verify(fused, parse_prompt("a photo of a circle")).correct
+    assert sc.rejected and sc.flaw

@@ -1,9 +1,10 @@
-"""The exact ShapeWorld verifier: GenEval's decision rule on objects found from pixels alone.
+"""The exact ShapeWorld verifier: GenEval's decision rule on objects found from pixels alone,
+counted only in a clean ShapeWorld scene.
 
 Detection (classical image analysis, nothing but the pixels):
 
-1. a pixel is *foreground* when it is far from the background colour (``FG_DISTANCE``)
-   and not grey; its colour is the palette colour with the nearest hue;
+1. the background is the median colour of the image's border; a pixel is *foreground* when it is far
+   from it (``FG_DISTANCE``) and not grey; its colour is the palette colour of nearest hue;
 2. each colour's connected components (holes filled, specks under ``MIN_AREA`` of the
    image dropped) are objects;
 3. an object's class is the ideal shape template, drawn inside the object's own bounding
@@ -12,11 +13,20 @@ Detection (classical image analysis, nothing but the pixels):
 4. a blob that fits templates better as several objects (touching same-coloured shapes,
    common in generated images) is split at its distance-transform peaks.
 
+Cleanliness (what keeps noise, scribbles and blobs from passing — see ``adversarial.py``):
+an object counts only when it is a *clean shape*: template IoU at least ``FIT_MIN``, the
+class's aspect ratio (``ASPECT_TOL``), not tiny (``MIN_SIDE``), solid (``SOLID_MIN`` of its
+filled mask carries its colour) and single-coloured (``COLOR_STD_MAX``). The image is a
+*scene* when its background is plain light grey and the pixels off that background which
+no clean object explains — clutter, rejected objects, halos, noise — stay under
+``CLUTTER_MAX`` of the image. A non-scene gets 0 (and partial credit 0) with the reason.
+
 Decision: GenEval's ``evaluate`` — per ``include`` requirement the first ``count``
 objects of the class (largest first; ones of the required colour first) must exist,
 have the colour, and stand in the relation to every object matched by the target
 requirement (``relative_position`` with GenEval's 0.1 threshold); ``exclude`` asks for
 fewer than ``count`` objects of the class. Every requirement also gets partial credit.
+The thresholds are calibrated by ``benchmarks/verifier_calibration.py``.
 """
 
 from __future__ import annotations
@@ -31,12 +41,30 @@ import numpy as np
 from scipy import ndimage
 
 from .records import CLASSES, COLORS, validate
-from .render import PALETTE, relative_position, shape_mask
+from .render import EXTENT, PALETTE, relative_position, shape_mask
 
 FG_DISTANCE = 0.3  # RGB distance from the background colour, on the [0, 1] scale
 CHROMA_MIN = 0.08  # below this a pixel has no usable hue (grey)
 MIN_AREA = 0.005  # smallest object, as a fraction of the image area
 SPLIT_GAIN = 0.05  # a blob is split into touching objects when their mean fit is this much better
+# a clean shape:
+FIT_MIN = 0.85  # template IoU
+SPLIT_FIT_MIN = 0.90  # template IoU of a shape cut from a blob (fused twins fit worse)
+DENT_MAX = 0.02  # template mismatch in 2x2 blocks (dents, bulges, fused twins), per object pixel
+ASPECT_TOL = 0.30  # |log(width/height) - log(the class's width/height)|
+ELONG_MAX = 1.25  # see ``_elongation``: diagonal capsules of fused twins
+BORDER_PX = 2  # pixels on the image's outermost frame (a triangle's apex may touch it)
+MIN_SIDE = 0.12  # shorter box side, as a fraction of the image side
+SOLID_MIN = 0.95  # fraction of the filled mask that has the object's colour
+COLOR_STD_MAX = 0.15  # per-channel std of the object's interior, [0, 1] scale
+SOFT_MAX = 1.45  # see ``_softness``: blurred edges
+# a clean scene:
+BG_CHROMA_MAX, BG_VALUE_MIN = 0.12, 0.75  # ShapeWorld's background is light grey
+OFF_DISTANCE = 0.25  # a pixel this far from the background is off it...
+OFF_SMOOTH = 0.10  # ...as is one whose 3x3 neighbourhood mean is this far (halos, blur)
+EXPLAIN_PX = 1  # a clean object explains the off pixels up to this many pixels around it
+CLUTTER_MAX = 0.02  # fraction of the image that may be off-background and unexplained
+CROSS, BLOCK = ndimage.generate_binary_structure(2, 1), np.ones((2, 2), bool)
 HUES = {c: colorsys.rgb_to_hsv(*(np.array(PALETTE[c]) / 255))[0] for c in COLORS}
 
 
@@ -47,6 +75,18 @@ class Detection:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
     area: int
     fit: float  # IoU of the mask with the chosen template
+    flaw: str = ""  # why this is not a clean shape; empty when it is
+    split: bool = False  # cut from a blob of touching shapes
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)  # full-image mask
+    template: np.ndarray | None = field(default=None, repr=False, compare=False)  # best fit, box + 1 px
+
+
+@dataclass
+class Scene:
+    objects: list[Detection]  # clean shapes, largest first
+    rejected: list[Detection]  # objects with a flaw
+    clutter: float  # fraction of the image off-background that no clean object explains
+    flaw: str  # why the image is not a clean ShapeWorld scene; empty when it is
 
 
 @dataclass
@@ -58,14 +98,17 @@ class Verdict:
     objects: list[Detection] = field(default_factory=list)
 
 
-def _hue_labels(img: np.ndarray) -> np.ndarray:
-    """Per-pixel palette index, or -1 for background.
+def _pixels(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, bg, labels)``: the image on [0, 1], the background colour (the median of
+    the outermost pixels: scenes keep a margin, and objects may cover more than half of
+    the image) and per-pixel palette index (-1 for background).
 
-    A pixel is foreground when its RGB distance from the background (the image's
-    median colour) exceeds ``FG_DISTANCE`` — luminance keeps full resolution under
-    JPEG — and it has some chroma; its colour is the palette colour of nearest hue."""
+    A pixel is foreground when its RGB distance from the background exceeds
+    ``FG_DISTANCE`` — luminance keeps full resolution under JPEG — and it has some
+    chroma; its colour is the palette colour of nearest hue."""
     x = img.astype(np.float32) / 255
-    bg = np.median(x.reshape(-1, 3), axis=0)
+    frame = np.concatenate([x[0], x[-1], x[1:-1, 0], x[1:-1, -1]])
+    bg = np.median(frame, axis=0)
     mx, mn = x.max(-1), x.min(-1)
     chroma = mx - mn
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
@@ -75,7 +118,7 @@ def _hue_labels(img: np.ndarray) -> np.ndarray:
     dist = np.abs(hue[..., None] - centers)
     dist = np.minimum(dist, 1 - dist)
     fg = (np.linalg.norm(x - bg, axis=-1) > FG_DISTANCE) & (chroma > CHROMA_MIN)
-    return np.where(fg, dist.argmin(-1), -1)
+    return x, bg, np.where(fg, dist.argmin(-1), -1)
 
 
 COVERAGE = 0.4  # a template pixel is "in" when the ideal shape covers this much of it
@@ -99,22 +142,29 @@ def _templates(cls: str, w: int, h: int) -> np.ndarray:
     return np.stack(out)
 
 
-def classify_shape(mask: np.ndarray) -> tuple[str, float]:
+def fit_template(mask: np.ndarray) -> tuple[str, float, np.ndarray]:
     """Best-matching class for a boolean object mask cropped to its bounding box: the
     highest IoU over each class's templates (see ``_templates``), so a noise spur, a
-    lost corner or a soft edge does not decide the class. (Soft, anti-aliased IoU was
-    tried too: slower and less accurate on JPEG'd 32-pixel renders.)"""
+    lost corner or a soft edge does not decide the class. Returns the class, the IoU and
+    the template (padded by one pixel, like ``np.pad(mask, 1)``). (Soft, anti-aliased IoU
+    was tried too: slower and less accurate on JPEG'd 32-pixel renders.)"""
     h, w = mask.shape
     padded = np.pad(mask, 1)
     area = padded.sum()
-    best = ("circle", -1.0)
+    best = ("circle", -1.0, padded)
     for cls in CLASSES:
         tmpl = _templates(cls, w, h)
         inter = (tmpl & padded).sum((1, 2))
-        iou = float((inter / np.maximum(1, tmpl.sum((1, 2)) + area - inter)).max())
-        if iou > best[1]:
-            best = (cls, iou)
+        ious = inter / np.maximum(1, tmpl.sum((1, 2)) + area - inter)
+        k = int(ious.argmax())
+        if ious[k] > best[1]:
+            best = (cls, float(ious[k]), tmpl[k])
     return best
+
+
+def classify_shape(mask: np.ndarray) -> tuple[str, float]:
+    """``fit_template`` without the template: (class, IoU)."""
+    return fit_template(mask)[:2]
 
 
 def split_touching(mask: np.ndarray) -> list[np.ndarray]:
@@ -148,38 +198,127 @@ def _crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, floa
     return mask[y0:y1, x0:x1], (float(x0), float(y0), float(x1), float(y1))
 
 
+def _detection(mask: np.ndarray, color: str) -> Detection:
+    crop, box = _crop(mask)
+    cls, fit, template = fit_template(crop)
+    return Detection(cls, color, box, int(crop.sum()), fit, mask=mask, template=template)
+
+
 def _objects(mask: np.ndarray, color: str, min_area: float) -> list[Detection]:
     """One component → one object, or several when splitting it fits templates better."""
-    crop, box = _crop(mask)
-    cls, fit = classify_shape(crop)
-    whole = [Detection(cls, color, box, int(crop.sum()), fit)]
-    if fit + SPLIT_GAIN >= 1.0:  # parts fit at most 1.0: a split could never win
+    whole = [_detection(mask, color)]
+    if whole[0].fit + SPLIT_GAIN >= 1.0:  # parts fit at most 1.0: a split could never win
         return whole
     parts = [p for p in split_touching(mask) if p.sum() >= min_area]
     if len(parts) < 2:
         return whole
-    split = []
-    for part in parts:
-        crop, box = _crop(part)
-        part_cls, part_fit = classify_shape(crop)
-        split.append(Detection(part_cls, color, box, int(crop.sum()), part_fit))
-    return split if np.mean([o.fit for o in split]) > fit + SPLIT_GAIN else whole
+    split = [_detection(p, color) for p in parts]
+    for part in split:
+        part.split = True
+    return split if np.mean([o.fit for o in split]) > whole[0].fit + SPLIT_GAIN else whole
+
+
+def shape_flaw(obj: Detection, own: np.ndarray, x: np.ndarray, bg: np.ndarray) -> str:
+    """Why ``obj`` is not a clean ShapeWorld shape ("" when it is). ``own`` marks the
+    pixels of the object's colour, ``x`` is the image on [0, 1], ``bg`` its background."""
+    x0, y0, x1, y1 = obj.box
+    w, h = x1 - x0, y1 - y0
+    ex, ey = EXTENT[obj.cls]
+    m = obj.mask
+    if m[0].sum() + m[-1].sum() + m[:, 0].sum() + m[:, -1].sum() > BORDER_PX:
+        return f"{obj.cls} cut by the image border"
+    if obj.fit < (SPLIT_FIT_MIN if obj.split else FIT_MIN):
+        return f"poor {obj.cls} fit (IoU {obj.fit:.2f})"
+    if abs(np.log(w / h) - np.log(ex / ey)) > ASPECT_TOL:
+        return f"{obj.cls} of wrong aspect {w:.0f}x{h:.0f}"
+    if _elongation(obj.mask) > ELONG_MAX:
+        return f"{obj.cls} elongated"
+    if min(w, h) < MIN_SIDE * min(x.shape[:2]):
+        return f"{obj.cls} too small ({w:.0f}x{h:.0f} px)"
+    if (own & obj.mask).sum() < SOLID_MIN * obj.area:
+        return f"{obj.cls} not solid"
+    crop, _ = _crop(obj.mask)
+    dents = ndimage.binary_erosion(obj.template ^ np.pad(crop, 1), BLOCK).sum()
+    if dents > DENT_MAX * obj.area:
+        return f"{obj.cls} dented or bulging"
+    inner = ndimage.binary_erosion(obj.mask, CROSS)
+    if inner.sum() >= 4 and x[inner].std(0).max() > COLOR_STD_MAX:
+        return f"{obj.cls} not single-coloured"
+    if _softness(obj.mask, inner, x, bg) > SOFT_MAX:
+        return f"{obj.cls} blurred"
+    return ""
+
+
+def _elongation(mask: np.ndarray) -> float:
+    """sqrt of the ratio of the mask's principal second moments: about 1 for every class
+    (a triangle 1.05), whatever its orientation — which the box's aspect ratio misses."""
+    ys, xs = np.nonzero(mask)
+    lo, hi = np.linalg.eigvalsh(np.cov(np.stack([xs, ys]).astype(float)))
+    return float(np.sqrt(hi / max(lo, 1e-9)))
+
+
+def _softness(mask: np.ndarray, inner: np.ndarray, x: np.ndarray, bg: np.ndarray) -> float:
+    """Pixels of the object less than 70% of the way from the background to its colour (read
+    at the 90th percentile of distance, so a blurred peak counts as the colour), per pixel
+    of its one-pixel rim: about 0.5 for an anti-aliased edge, above 1 for a blurred one."""
+    d = x[mask] - bg
+    color = d[np.argsort(np.linalg.norm(d, axis=-1))[int(0.9 * (len(d) - 1))]]
+    alpha = d @ color / max(float(color @ color), 1e-6)
+    return float((alpha < 0.7).sum() / max(1, (mask & ~inner).sum()))
+
+
+def analyse(img: np.ndarray) -> Scene:
+    """Objects in a uint8 ``[H, W, 3]`` image, and whether it is a clean scene."""
+    if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 [H, W, 3] image, got {img.dtype} {img.shape}")
+    x, bg, labels = _pixels(img)
+    min_area = max(3, MIN_AREA * img.shape[0] * img.shape[1])
+    clean, rejected = [], []
+    for ci, color in enumerate(COLORS):
+        own = labels == ci
+        if not own.any():
+            continue
+        comp, n = ndimage.label(own)
+        for i in range(1, n + 1):
+            mask = ndimage.binary_fill_holes(comp == i)
+            if mask.sum() < min_area:
+                continue
+            for obj in _objects(mask, color, min_area):
+                obj.flaw = shape_flaw(obj, own, x, bg)
+                (rejected if obj.flaw else clean).append(obj)
+    clutter = _clutter(x, bg, clean)
+    return Scene(sorted(clean, key=lambda d: -d.area), rejected, clutter, _scene_flaw(bg, clutter, clean, rejected))
+
+
+def _clutter(x: np.ndarray, bg: np.ndarray, clean: list[Detection]) -> float:
+    """Fraction of the image off the background and not explained by a clean object: a
+    pixel is off when it is ``OFF_DISTANCE`` from the background, or its 3x3 mean is
+    ``OFF_SMOOTH`` from it (noise averages out there, blur and halos do not); objects
+    explain off pixels up to ``EXPLAIN_PX`` around them (one more for the 3x3 mean)."""
+    explained = np.zeros(x.shape[:2], bool)
+    for obj in clean:
+        explained |= obj.mask
+    near = ndimage.binary_dilation(explained, CROSS, iterations=EXPLAIN_PX) if clean else explained
+    nearer = ndimage.binary_dilation(near, CROSS) if clean else explained
+    off = (np.linalg.norm(x - bg, axis=-1) > OFF_DISTANCE) & ~near
+    mean3 = ndimage.uniform_filter(x, size=(3, 3, 1), mode="nearest")
+    off |= (np.linalg.norm(mean3 - bg, axis=-1) > OFF_SMOOTH) & ~nearer
+    return float(off.mean())
+
+
+def _scene_flaw(bg: np.ndarray, clutter: float, clean: list[Detection], rejected: list[Detection]) -> str:
+    if bg.max() - bg.min() > BG_CHROMA_MAX or bg.max() < BG_VALUE_MIN:
+        return "not a ShapeWorld scene: the background is not plain light grey"
+    if not clean and (rejected or clutter > CLUTTER_MAX):
+        return "no clean object" + (f": {rejected[0].color} {rejected[0].flaw}" if rejected else "")
+    if clutter > CLUTTER_MAX:
+        return f"clutter: {clutter:.0%} of the image is off the background and no clean object explains it"
+    return ""
 
 
 def detect(img: np.ndarray) -> list[Detection]:
-    """Objects in a uint8 ``[H, W, 3]`` image, largest first."""
-    if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 [H, W, 3] image, got {img.dtype} {img.shape}")
-    labels = _hue_labels(img)
-    min_area = max(3, MIN_AREA * img.shape[0] * img.shape[1])
-    found = []
-    for ci, color in enumerate(COLORS):
-        comp, n = ndimage.label(labels == ci)
-        for i in range(1, n + 1):
-            mask = ndimage.binary_fill_holes(comp == i)
-            if mask.sum() >= min_area:
-                found += _objects(mask, color, min_area)
-    return sorted(found, key=lambda d: -d.area)
+    """The clean objects in a uint8 ``[H, W, 3]`` image, largest first."""
+    return analyse(img).objects
 
 
 def evaluate(objects: list[Detection], record: dict[str, Any]) -> Verdict:
@@ -223,5 +362,10 @@ def evaluate(objects: list[Detection], record: dict[str, Any]) -> Verdict:
 
 
 def verify(img: np.ndarray, record: dict[str, Any]) -> Verdict:
-    """Is ``img`` (uint8 ``[H, W, 3]``) a correct picture of ``record``?"""
-    return evaluate(detect(img), validate(record))
+    """Is ``img`` (uint8 ``[H, W, 3]``) a correct picture of ``record``? A picture that is
+    not a clean scene scores 0 on every check, with the reason."""
+    scene = analyse(img)
+    verdict = evaluate(scene.objects, validate(record))
+    if scene.flaw:
+        return Verdict(False, 0.0, dict.fromkeys(verdict.checks, 0.0), scene.flaw, scene.objects)
+    return verdict
