@@ -33,10 +33,12 @@ def timed(fn):
     return time.perf_counter() - t0
 
 
-def compare(name, pipe, gen, args, **call_kw):
+def compare(name, pipe, gen, args, guidance=4.0, **call_kw):
+    """``guidance``: rewardlab's CFG scale; FLUX gets 1 (its 4.0 is the distilled guidance input,
+    the pipeline's ``guidance_scale``), so both sides run one network pass per step."""
     prompts = [f"a photo of a cat number {i}" for i in range(args.batch)]
     size = dict(height=args.size, width=args.size)
-    ours = lambda: gen.sample(prompts, seeds=list(range(args.batch)), steps=args.steps, guidance=4.0, **size)
+    ours = lambda: gen.sample(prompts, seeds=list(range(args.batch)), steps=args.steps, guidance=guidance, **size)
     theirs = lambda: pipe(prompts, num_inference_steps=args.steps, guidance_scale=4.0, output_type="pt",
                           **size, **call_kw)
     ours(), theirs()  # warm-up
@@ -65,7 +67,8 @@ def main():
             compare("tiny SD3 (flow)", sd3, SD3Generator(sd3, max_sequence_length=32), args,
                     max_sequence_length=32),
             compare("tiny FLUX (flow)", flux, FluxGenerator(flux, max_sequence_length=32, height=args.size,
-                                                            width=args.size), args, max_sequence_length=32)]
+                                                            width=args.size, distilled_guidance=4.0), args,
+                    guidance=1.0, max_sequence_length=32)]
     out = {"worst_ratio": max(r["ratio"] for r in rows), "rows": rows, "settings": vars(args)}
     (Path(__file__).parent / "results").mkdir(exist_ok=True)
     (Path(__file__).parent / "results" / "sampler_overhead.json").write_text(json.dumps(out, indent=2) + "\n")
