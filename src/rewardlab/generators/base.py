@@ -201,12 +201,6 @@ def per_sample_randn(gens: list[torch.Generator], shape: tuple[int, ...], like: 
     return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(like.device, like.dtype)
 
 
-def broadcast_level(t, x: torch.Tensor) -> torch.Tensor:
-    """A noise level (scalar or ``[B]``) shaped to broadcast against ``x`` ``[B, ...]``."""
-    t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
-    return t.reshape(-1, *([1] * (x.ndim - 1))) if t.ndim else t
-
-
 class TrajectorySampler:
     """The plain functions of ``generators.sampling`` as methods, and ``reference()``; an
     adapter mixes this in and provides the contract's network-facing half."""

@@ -7,12 +7,12 @@ from __future__ import annotations
 import torch
 
 from . import DEFAULT_GUIDANCE
-from .base import Cond, TrajectorySampler, broadcast_level, check_prompts, uncond_prompts
+from .base import Cond, TrajectorySampler, check_prompts, uncond_prompts
 from .loading import load_pipeline
-from .steps import FLOW_STEPS, StepOutput, flow_step, ode_step
+from .steps import FlowTransitions
 
 
-class SD3Generator(TrajectorySampler):
+class SD3Generator(FlowTransitions, TrajectorySampler):
     name = "sd3"
     default_guidance = DEFAULT_GUIDANCE
 
@@ -20,13 +20,11 @@ class SD3Generator(TrajectorySampler):
                  height: int | None = None, width: int | None = None, max_sequence_length: int = 256):
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        if step_type not in FLOW_STEPS:
-            raise ValueError(f"unknown step type {step_type!r}; expected one of {', '.join(FLOW_STEPS)}")
+        self.set_flow_step(step_type, noise_level, eta)  # a bad step type fails before any loading
         if isinstance(pipeline, str) or hasattr(pipeline, "__fspath__"):
             pipeline = load_pipeline(self.pipeline_class, pipeline)
         self.pipe = pipeline
         self.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipeline.scheduler.config)
-        self.step_type, self.noise_level, self.eta = step_type, noise_level, eta
         self.factor = pipeline.vae_scale_factor
         default = self.default_size()
         self.height, self.width = height or default, width or default
@@ -75,18 +73,6 @@ class SD3Generator(TrajectorySampler):
             raise ValueError(f"steps must be at least 1, got {steps}")
         self.scheduler.set_timesteps(steps, device="cpu")
         return self.scheduler.sigmas.clone()
-
-    def transition(self, x, v, i, timesteps, prev_sample=None, noise=None, stochastic=True) -> StepOutput:
-        sigma, sigma_prev = timesteps[i], timesteps[i + 1]
-        if not stochastic:
-            return ode_step(x, v, sigma, sigma_prev)
-        return flow_step(self.step_type, x, v, sigma, sigma_prev, noise_level=self.noise_level,
-                         eta=self.eta, prev_sample=prev_sample, noise=noise)
-
-    def add_noise(self, x0, noise, t) -> torch.Tensor:
-        """Rectified flow's forward process ``(1 - σ) x0 + σ ε``."""
-        s = broadcast_level(t, x0)
-        return (1 - s) * x0 + s * noise
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The VAE posterior's mean (deterministic), shifted and scaled as the transformer expects."""

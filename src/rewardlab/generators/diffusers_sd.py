@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from . import DEFAULT_GUIDANCE
-from .base import Cond, TrajectorySampler, broadcast_level, check_prompts, uncond_prompts
+from .base import Cond, TrajectorySampler, check_prompts, uncond_prompts
 from .loading import load_pipeline
-from .steps import StepOutput, ddim_step
+from .steps import StepOutput, broadcast_level, ddim_step
 
 
 class StableDiffusionGenerator(TrajectorySampler):

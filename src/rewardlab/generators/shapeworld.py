@@ -11,8 +11,8 @@ import torch
 
 from ..world.model import ShapeWorldModel
 from . import DEFAULT_GUIDANCE
-from .base import Cond, TrajectorySampler, broadcast_level, check_prompts, uncond_prompts
-from .steps import FLOW_STEPS, StepOutput, flow_step, ode_step
+from .base import Cond, TrajectorySampler, check_prompts, uncond_prompts
+from .steps import FlowTransitions
 
 
 def flow_timesteps(steps: int) -> torch.Tensor:
@@ -22,7 +22,7 @@ def flow_timesteps(steps: int) -> torch.Tensor:
     return torch.linspace(1.0, 0.0, steps + 1)
 
 
-class ShapeWorldGenerator(TrajectorySampler):
+class ShapeWorldGenerator(FlowTransitions, TrajectorySampler):
     """``step_type``: ``flow_sde`` (Flow-GRPO, noise level ``noise_level``), ``dance_sde``
     (DanceGRPO, ``eta``), ``cps`` or ``ode``. Negative prompts replace the empty
     unconditional prompt of classifier-free guidance."""
@@ -32,10 +32,8 @@ class ShapeWorldGenerator(TrajectorySampler):
 
     def __init__(self, model: ShapeWorldModel | None = None, step_type: str = "flow_sde",
                  noise_level: float = 0.7, eta: float = 0.3):
-        if step_type not in FLOW_STEPS:
-            raise ValueError(f"unknown step type {step_type!r}; expected one of {', '.join(FLOW_STEPS)}")
+        self.set_flow_step(step_type, noise_level, eta)
         self.model = model or ShapeWorldModel.load()
-        self.step_type, self.noise_level, self.eta = step_type, noise_level, eta
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -70,18 +68,6 @@ class ShapeWorldGenerator(TrajectorySampler):
 
     def schedule(self, steps: int, shape=None) -> torch.Tensor:
         return flow_timesteps(steps)
-
-    def transition(self, x, v, i, timesteps, prev_sample=None, noise=None, stochastic=True) -> StepOutput:
-        sigma, sigma_prev = timesteps[i], timesteps[i + 1]
-        if not stochastic:
-            return ode_step(x, v, sigma, sigma_prev)
-        return flow_step(self.step_type, x, v, sigma, sigma_prev, noise_level=self.noise_level,
-                         eta=self.eta, prev_sample=prev_sample, noise=noise)
-
-    def add_noise(self, x0, noise, t) -> torch.Tensor:
-        """Rectified flow's forward process ``(1 - σ) x0 + σ ε``."""
-        s = broadcast_level(t, x0)
-        return (1 - s) * x0 + s * noise
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return images.to(self.device) * 2 - 1

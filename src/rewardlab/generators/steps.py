@@ -97,6 +97,46 @@ def flow_step(kind: str, x, v, sigma, sigma_prev, **kw) -> StepOutput:
     return fns[kind](x, v, sigma, sigma_prev, **kw)
 
 
+def flow_transition(step_type: str, x, v, i: int, timesteps, *, noise_level=0.7, eta=0.3, prev_sample=None,
+                    noise=None, stochastic=True) -> StepOutput:
+    """Step ``i`` of a flow schedule ``timesteps`` (σ, decreasing): the ODE where the step is
+    not stochastic, else ``step_type``'s SDE (what every flow adapter's ``transition`` is)."""
+    sigma, sigma_prev = timesteps[i], timesteps[i + 1]
+    if not stochastic:
+        return ode_step(x, v, sigma, sigma_prev)
+    return flow_step(step_type, x, v, sigma, sigma_prev, noise_level=noise_level, eta=eta,
+                     prev_sample=prev_sample, noise=noise)
+
+
+def broadcast_level(t, x: torch.Tensor) -> torch.Tensor:
+    """A noise level (scalar or ``[B]``) shaped to broadcast against ``x`` ``[B, ...]``."""
+    t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
+    return t.reshape(-1, *([1] * (x.ndim - 1))) if t.ndim else t
+
+
+def flow_add_noise(x0, noise, sigma) -> torch.Tensor:
+    """Rectified flow's forward process ``x_σ = (1 - σ) x0 + σ ε`` (σ scalar or per sample)."""
+    s = broadcast_level(sigma, x0)
+    return (1 - s) * x0 + s * noise
+
+
+class FlowTransitions:
+    """The flow half of an adapter (ShapeWorld, SD3, FLUX): its step type and noise settings,
+    and the contract's ``transition`` and ``add_noise`` built from the functions above."""
+
+    def set_flow_step(self, step_type: str, noise_level: float, eta: float) -> None:
+        if step_type not in FLOW_STEPS:
+            raise ValueError(f"unknown step type {step_type!r}; expected one of {', '.join(FLOW_STEPS)}")
+        self.step_type, self.noise_level, self.eta = step_type, noise_level, eta
+
+    def transition(self, x, v, i, timesteps, prev_sample=None, noise=None, stochastic=True) -> StepOutput:
+        return flow_transition(self.step_type, x, v, i, timesteps, noise_level=self.noise_level, eta=self.eta,
+                               prev_sample=prev_sample, noise=noise, stochastic=stochastic)
+
+    def add_noise(self, x0, noise, t) -> torch.Tensor:
+        return flow_add_noise(x0, noise, t)
+
+
 def ddim_step(x, eps, alpha_prod_t, alpha_prod_prev, *, eta=1.0, prev_sample=None,
               noise=None) -> StepOutput:
     """DDIM step with variance ``η²·β̃`` (Song et al. 2021, eq. 12), as DDPO's
