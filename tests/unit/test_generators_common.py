@@ -210,3 +210,31 @@ def test_generate_images_is_deterministic_and_batched(gen):
     assert torch.equal(imgs[:2], one)
     with pytest.raises(ValueError, match="seeds"):
         generate_images(gen, PROMPTS, [1], steps=1)
+
+
+def test_cond_indexing_without_a_model():
+    states = torch.arange(4.0).reshape(4, 1)
+    cond = Cond(list("abcd"), {"s": states}, {"s": -states}, list("wxyz"), {"ids": torch.zeros(2)})
+    assert cond[-1].prompts == ["d"] and cond[-1].negative_prompts == ["z"] and torch.equal(cond[-1].pos["s"], states[3:])
+    assert cond[torch.tensor([3, 1])].prompts == ["d", "b"] and torch.equal(cond[[3, 1]].neg["s"], -states[[3, 1]])
+    assert cond[1:3].repeat(2).prompts == ["b", "b", "c", "c"] and cond[0].shared is cond.shared
+    stacked = cond[:2].stacked()
+    assert stacked.prompts == ["a", "b", "w", "x"] and torch.equal(stacked.pos["s"], torch.tensor([[0.], [1.], [0.], [-1.]]))
+    assert cond[:2].stacked() is not stacked and cond.stacked() is cond.stacked()  # cached per condition
+    with pytest.raises(IndexError):
+        cond[4]
+    with pytest.raises(ValueError, match="no unconditional"):
+        Cond(["a"], {"s": states[:1]}).stacked()
+
+
+def test_sample_refuses_inconsistent_arguments():
+    gen = make("shapeworld")
+    cond = gen.condition(PROMPTS[:2])
+    with pytest.raises(ValueError, match="negative prompts belong"):
+        gen.sample(cond, seeds=[0, 1], steps=2, negative_prompts=["x", "y"])
+    with pytest.raises(ValueError, match="start_step"):
+        gen.sample(cond, seeds=[0, 1], steps=2, start_step=2, noise=torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="negative prompts"):
+        gen.condition(PROMPTS[:2], negative_prompts=["x"])
+    with gen.reference():  # no LoRA attached: the model as it is
+        assert gen.sample(cond, seeds=[0, 1], steps=1).images.shape == (2, 3, 32, 32)

@@ -100,3 +100,23 @@ def test_lora_on_stable_diffusion_unet(tmp_path):
     other = StableDiffusionGenerator(tiny_sd())
     load_lora(other.denoiser, tmp_path / "sd.safetensors")
     assert torch.allclose(other.sample(["a cat"], seeds=[0], steps=2, guidance=3.0).images, traj.images, atol=1e-5)
+
+
+def test_reference_pass_for_a_kl_term_leaves_the_lora_state_as_it_was():
+    """KL / NFT pattern: the reference prediction with adapters off, the policy's with them on;
+    gradients reach only the policy side, and frozen adapter weights stay frozen."""
+    gen = tiny_world()
+    add_lora(gen.denoiser, rank=2)
+    perturb_lora(gen.denoiser)
+    cond = gen.condition(PROMPTS)
+    x, t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0.3, 0.7])
+    with torch.no_grad(), gen.reference():
+        ref = gen.denoise(x, t, cond)
+    policy = gen.denoise(x, t, cond)
+    ((policy - ref) ** 2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_parameters(gen.denoiser))
+    for p in lora_parameters(gen.denoiser):
+        p.requires_grad_(False)
+    with gen.reference():
+        pass
+    assert not any(p.requires_grad for p in lora_parameters(gen.denoiser))
