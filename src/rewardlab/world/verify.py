@@ -259,6 +259,17 @@ def shape_flaw(obj: Detection, px: Pixels) -> str:
     return ""
 
 
+def _blob_flaw(mask: np.ndarray, own: np.ndarray, px: Pixels) -> str:
+    """The flaws a whole component shows before any template is fitted: too small for any
+    part of it to be a shape, or too hollow for any part to be solid."""
+    x0, y0, x1, y1 = _crop(mask)[1]
+    if max(x1 - x0, y1 - y0) < MIN_SIDE * min(px.dist.shape):
+        return f"blob too small ({x1 - x0:.0f}x{y1 - y0:.0f} px)"
+    if (mask & own).sum() < SOLID_MIN * mask.sum():
+        return "blob not solid"
+    return ""
+
+
 def _cut_by_border(obj: Detection, dist: np.ndarray) -> bool:
     """More than ``BORDER_CUT`` of a box side lies on the image's outermost pixels in full
     colour (a render keeps a margin; noise and JPEG may leave only faint pixels there)."""
@@ -298,9 +309,17 @@ def analyse(img: np.ndarray) -> Scene:
         if not own.any():
             continue
         comp, n = ndimage.label(own)
-        for i in range(1, n + 1):
-            mask = ndimage.binary_fill_holes(comp == i)
+        sizes = np.bincount(comp.ravel())
+        for i, box in enumerate(ndimage.find_objects(comp), 1):
+            if sizes[i] < SOLID_MIN * min_area:  # filled, it would be too small or not solid
+                continue
+            mask = np.zeros_like(own)
+            mask[box] = ndimage.binary_fill_holes(comp[box] == i)
             if mask.sum() < min_area:
+                continue
+            blob = _blob_flaw(mask, own, px)
+            if blob:  # no shape can come out of it: skip the template fits (noise is full of these)
+                rejected.append(Detection("blob", color, _crop(mask)[1], int(mask.sum()), 0.0, blob, mask=mask))
                 continue
             for obj in _objects(mask, color, min_area):
                 obj.flaw = shape_flaw(obj, px)
