@@ -218,11 +218,15 @@ def test_cond_indexing_without_a_model():
     assert cond[-1].prompts == ["d"] and cond[-1].negative_prompts == ["z"] and torch.equal(cond[-1].pos["s"], states[3:])
     assert cond[torch.tensor([3, 1])].prompts == ["d", "b"] and torch.equal(cond[[3, 1]].neg["s"], -states[[3, 1]])
     assert cond[1:3].repeat(2).prompts == ["b", "b", "c", "c"] and cond[0].shared is cond.shared
+    survivors = cond[torch.tensor([True, False, False, True])]
+    assert survivors.prompts == ["a", "d"] and torch.equal(survivors.pos["s"], states[[0, 3]])
     stacked = cond[:2].stacked()
     assert stacked.prompts == ["a", "b", "w", "x"] and torch.equal(stacked.pos["s"], torch.tensor([[0.], [1.], [0.], [-1.]]))
     assert cond[:2].stacked() is not stacked and cond.stacked() is cond.stacked()  # cached per condition
     with pytest.raises(IndexError):
         cond[4]
+    with pytest.raises(IndexError, match="mask"):
+        cond[torch.tensor([True, False])]
     with pytest.raises(ValueError, match="no unconditional"):
         Cond(["a"], {"s": states[:1]}).stacked()
 

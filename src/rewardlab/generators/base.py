@@ -67,13 +67,19 @@ class Trajectory:
 
 
 def _index(idx, n: int):
-    """An int, slice, list or tensor of indices → something tensors and lists index alike."""
+    """An int, slice, list or tensor of indices, or a boolean mask → something tensors and
+    lists index alike."""
     if isinstance(idx, int):
         idx = range(n)[idx]  # negative indices, bounds check
         return slice(idx, idx + 1)
     if isinstance(idx, slice):
         return idx
-    return torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+    idx = torch.as_tensor(idx)
+    if idx.dtype == torch.bool:  # a mask of survivors
+        if idx.shape != (n,):
+            raise IndexError(f"a boolean mask must have {n} entries, got {tuple(idx.shape)}")
+        return idx.nonzero().reshape(-1)
+    return idx.long().reshape(-1)
 
 
 @dataclass
@@ -93,7 +99,8 @@ class Cond:
         return len(self.prompts)
 
     def __getitem__(self, idx) -> "Cond":
-        """A sub-batch (int, slice, list or tensor of indices); tensors are indexed, never re-encoded."""
+        """A sub-batch (int, slice, list or tensor of indices, boolean mask); tensors are indexed,
+        never re-encoded."""
         i = _index(idx, len(self))
         pick = (lambda xs: xs[i]) if isinstance(i, slice) else (lambda xs: [xs[int(k)] for k in i])
         sub = lambda d: None if d is None else {k: v[i] for k, v in d.items()}
