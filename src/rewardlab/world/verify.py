@@ -60,13 +60,14 @@ BORDER_CUT = 0.5  # share of a box side lying on the image's outermost pixels (a
 MIN_SIDE = 0.12  # shorter box side, as a fraction of the image side
 SOLID_MIN = 0.95  # fraction of the filled mask that has the object's colour
 COLOR_STD_MAX = 0.15  # per-channel std of the object's interior, [0, 1] scale
-SOFT_MAX = 1.45  # see ``_softness``: blurred edges
+SOFT_MAX, HALO_MAX = 1.45, 0.24  # see ``_softness`` and ``_halo``: blurred edges
 # a clean scene:
 BG_CHROMA_MAX, BG_VALUE_MIN = 0.12, 0.75  # ShapeWorld's background is light grey
 OFF_DISTANCE = 0.25  # a pixel this far from the background is off it...
 OFF_SMOOTH = 0.10  # ...as is one whose 3x3 neighbourhood mean is this far (halos, blur)
 EXPLAIN_PX = 1  # a clean object explains the off pixels up to this many pixels around it
 CLUTTER_MAX = 0.02  # fraction of the image that may be off-background and unexplained
+LUMA = np.array([0.299, 0.587, 0.114])
 CROSS, BLOCK = ndimage.generate_binary_structure(2, 1), np.ones((2, 2), bool)
 HUES = {c: colorsys.rgb_to_hsv(*(np.array(PALETTE[c]) / 255))[0] for c in COLORS}
 
@@ -254,7 +255,7 @@ def shape_flaw(obj: Detection, px: Pixels) -> str:
     inner = ndimage.binary_erosion(obj.mask, CROSS)
     if inner.sum() >= 4 and px.x[inner].std(0).max() > COLOR_STD_MAX:
         return f"{obj.cls} not single-coloured"
-    if _softness(obj.mask, inner, px) > SOFT_MAX:
+    if _softness(obj.mask, inner, px) > SOFT_MAX or _halo(obj.mask, inner, px) > HALO_MAX:
         return f"{obj.cls} blurred"
     return ""
 
@@ -290,11 +291,25 @@ def _elongation(mask: np.ndarray) -> float:
 def _softness(mask: np.ndarray, inner: np.ndarray, px: Pixels) -> float:
     """Pixels of the object less than 70% of the way from the background to its colour (read
     at the 90th percentile of distance, so a blurred peak counts as the colour), per pixel
-    of its one-pixel rim: about 0.5 for an anti-aliased edge, above 1 for a blurred one."""
+    of its one-pixel rim: about 0.5 for an anti-aliased edge, above 1 for a blurred one —
+    but JPEG's half-resolution chroma softens a yellow edge almost as much (see ``_halo``)."""
     d = px.x[mask] - px.bg
     color = d[np.argsort(px.dist[mask])[int(0.9 * (len(d) - 1))]]
     alpha = d @ color / max(float(color @ color), 1e-6)
     return float((alpha < 0.7).sum() / max(1, (mask & ~inner).sum()))
+
+
+def _halo(mask: np.ndarray, inner: np.ndarray, px: Pixels) -> float:
+    """How far the background pixels touching the object are on their way to its colour, in
+    luminance (which JPEG keeps at full resolution): under 0.2 for a sharp, anti-aliased
+    edge even after noise and JPEG, over 0.25 for a blurred one."""
+    luma = px.x @ LUMA
+    core = ndimage.binary_erosion(inner, CROSS)
+    contrast = np.median(luma[core if core.sum() >= 3 else inner if inner.any() else mask]) - px.bg @ LUMA
+    ring = ndimage.binary_dilation(mask, CROSS) & ~mask & (px.labels < 0)
+    if not ring.any() or abs(contrast) < 1e-3:
+        return 0.0
+    return float(np.mean(luma[ring] - px.bg @ LUMA) / contrast)
 
 
 def analyse(img: np.ndarray) -> Scene:
