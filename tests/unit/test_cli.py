@@ -35,6 +35,15 @@ def test_verify_renders_prints_final_line():
     assert r.output.strip().splitlines()[-1] == "verifier accuracy (min over tags): 1.0000"
 
 
+def test_verify_renders_adversarial_lists_every_kind():
+    from rewardlab.world.adversarial import KINDS
+
+    r = runner.invoke(app, ["world", "verify-renders", "--adversarial", "--per-tag", "1", "--seed", "4"])
+    assert r.exit_code == 0, r.output
+    assert all(kind[:6] in r.output for kind in KINDS)
+    assert r.output.strip().splitlines()[-1] == "accepted (max over kinds and tags): 0.0000"
+
+
 def test_eval_geneval_and_summary(tmp_path):
     out = tmp_path / "ev"
     r = runner.invoke(app, ["eval", "geneval", "--prompts", "eval", "--limit", "1", "--images-per-prompt", "1",

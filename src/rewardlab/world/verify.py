@@ -60,7 +60,7 @@ BORDER_CUT = 0.5  # share of a box side lying on the image's outermost pixels (a
 MIN_SIDE = 0.12  # shorter box side, as a fraction of the image side
 SOLID_MIN = 0.95  # fraction of the filled mask that has the object's colour
 COLOR_STD_MAX = 0.15  # per-channel std of the object's interior, [0, 1] scale
-SOFT_MAX, HALO_MAX = 1.45, 0.24  # see ``_softness`` and ``_halo``: blurred edges
+SOFT_MAX, HALO_MAX = 1.45, 0.08  # see ``_softness`` and ``_halo``: blurred edges
 # a clean scene:
 BG_CHROMA_MAX, BG_VALUE_MIN = 0.12, 0.75  # ShapeWorld's background is light grey
 OFF_DISTANCE = 0.25  # a pixel this far from the background is off it...
@@ -300,13 +300,16 @@ def _softness(mask: np.ndarray, inner: np.ndarray, px: Pixels) -> float:
 
 
 def _halo(mask: np.ndarray, inner: np.ndarray, px: Pixels) -> float:
-    """How far the background pixels touching the object are on their way to its colour, in
-    luminance (which JPEG keeps at full resolution): under 0.2 for a sharp, anti-aliased
-    edge even after noise and JPEG, over 0.25 for a blurred one."""
+    """How far the background two pixels out from the object (and not next to another
+    object) is on its way to the object's colour, in luminance, which JPEG keeps at full
+    resolution: under 0.07 for a sharp, anti-aliased edge even after noise and JPEG (the
+    first pixel out holds the anti-aliasing), about 0.1 and more for a blurred one."""
     luma = px.x @ LUMA
     core = ndimage.binary_erosion(inner, CROSS)
     contrast = np.median(luma[core if core.sum() >= 3 else inner if inner.any() else mask]) - px.bg @ LUMA
-    ring = ndimage.binary_dilation(mask, CROSS) & ~mask & (px.labels < 0)
+    near = ndimage.binary_dilation(mask, CROSS)
+    others = ndimage.binary_dilation((px.labels >= 0) & ~mask, CROSS, iterations=3)  # their own edges
+    ring = ndimage.binary_dilation(near, CROSS) & ~near & ~others
     if not ring.any() or abs(contrast) < 1e-3:
         return 0.0
     return float(np.mean(luma[ring] - px.bg @ LUMA) / contrast)
