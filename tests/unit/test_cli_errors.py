@@ -195,6 +195,8 @@ def test_other_commands_refuse_unwritable_outputs(tmp_path, readonly, prefs):
         (["demo", "--out", tmp_path / "file"], ["is a file, not a folder"]),
         (["world", "train-clip", "--out", readonly / "run"], ["not writable"]),
         (["rm", "train", prefs, "--out", tmp_path / "file" / "run"], ["not a folder"]),
+        (["world", "prompts", "--out", tmp_path / "file" / "sets"], ["not a folder"]),
+        (["world", "prompts", "--out", readonly / "sets"], ["not writable"]),
     ]
     for args, words in cases:
         refused(invoke(*args), "error:", *words)

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..train_configs import ClipTrainConfig, TrainConfig
-from .common import app, config_options, console, progress_bar, run_training
+from .common import app, check_output_dir, config_options, console, progress_bar, run_training
 
 world_app = typer.Typer(help="ShapeWorld: the embedded world, its verifier and model.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
@@ -81,7 +81,8 @@ def world_prompts(out: Path = typer.Option(None, help="Folder (default: the pack
     from ..world.prompts import PROMPT_DIR, build_prompt_sets
     from ..world.records import save_records
 
-    out = out or PROMPT_DIR
+    out = Path(out or PROMPT_DIR)
+    check_output_dir(out)
     for name, recs in build_prompt_sets(seed).items():
         save_records(recs, Path(out) / f"{name}.jsonl")
         console.print(f"{name}: {len(recs)} records → {Path(out) / f'{name}.jsonl'}")
