@@ -139,10 +139,11 @@ OFFSETS = (0.0, 0.5, 1.0, 1.5, 2.0)  # box sides move by up to one pixel, in hal
 
 
 @functools.lru_cache(maxsize=4096)
-def _templates(cls: str, w: int, h: int) -> np.ndarray:
+def _templates(cls: str, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boolean templates ``[P, h+2, w+2]`` of ``cls`` in every box whose sides sit within
     one pixel (half-pixel steps) of a ``w`` x ``h`` box padded by one pixel, rasterised
-    like a render: covered by at least ``COVERAGE``."""
+    like a render: covered by at least ``COVERAGE``; also flattened as float32 ``[P, N]``
+    (intersections become one matrix-vector product) and their pixel counts."""
     k = 4
     ys, xs = (np.mgrid[0:(h + 2) * k, 0:(w + 2) * k] + 0.5) / k
     out = []
@@ -152,7 +153,8 @@ def _templates(cls: str, w: int, h: int) -> np.ndarray:
             continue
         cover = shape_mask(cls, xs, ys, (x0, y0, w + dx1, h + dy1)).reshape(h + 2, k, w + 2, k)
         out.append(cover.mean((1, 3)) >= COVERAGE)
-    return np.stack(out)
+    tmpl = np.stack(out)
+    return tmpl, tmpl.reshape(len(tmpl), -1).astype(np.float32), tmpl.sum((1, 2))
 
 
 def fit_template(mask: np.ndarray) -> tuple[str, float, np.ndarray]:
@@ -166,9 +168,9 @@ def fit_template(mask: np.ndarray) -> tuple[str, float, np.ndarray]:
     area = padded.sum()
     best = ("circle", -1.0, padded)
     for cls in CLASSES:
-        tmpl = _templates(cls, w, h)
-        inter = (tmpl & padded).sum((1, 2))
-        ious = inter / np.maximum(1, tmpl.sum((1, 2)) + area - inter)
+        tmpl, flat, sizes = _templates(cls, w, h)
+        inter = flat @ padded.ravel().astype(np.float32)
+        ious = inter / np.maximum(1, sizes + area - inter)
         k = int(ious.argmax())
         if ious[k] > best[1]:
             best = (cls, float(ious[k]), tmpl[k])
@@ -242,20 +244,21 @@ def shape_flaw(obj: Detection, px: Pixels) -> str:
         return f"poor {obj.cls} fit (IoU {obj.fit:.2f})"
     if abs(np.log(w / h) - np.log(ex / ey)) > ASPECT_TOL + 1 / min(w, h):  # ±1 px on a small box
         return f"{obj.cls} of wrong aspect {w:.0f}x{h:.0f}"
-    if _elongation(obj.mask) > ELONG_MAX:
-        return f"{obj.cls} elongated"
     if min(w, h) < MIN_SIDE * min(px.dist.shape):
         return f"{obj.cls} too small ({w:.0f}x{h:.0f} px)"
-    if (obj.mask & (px.labels == COLORS.index(obj.color))).sum() < SOLID_MIN * obj.area:
+    near = np.s_[max(0, int(y0) - 6):int(y1) + 6, max(0, int(x0) - 6):int(x1) + 6]  # what the checks below see
+    mask, local = obj.mask[near], Pixels(px.x[near], px.bg, px.dist[near], px.labels[near])
+    if _elongation(mask) > ELONG_MAX:
+        return f"{obj.cls} elongated"
+    if (mask & (local.labels == COLORS.index(obj.color))).sum() < SOLID_MIN * obj.area:
         return f"{obj.cls} not solid"
-    crop, _ = _crop(obj.mask)
-    dents = ndimage.binary_erosion(obj.template ^ np.pad(crop, 1), BLOCK).sum()
-    if dents > DENT_MAX * obj.area:
+    crop, _ = _crop(mask)
+    if ndimage.binary_erosion(obj.template ^ np.pad(crop, 1), BLOCK).sum() > DENT_MAX * obj.area:
         return f"{obj.cls} dented or bulging"
-    inner = ndimage.binary_erosion(obj.mask, CROSS)
-    if inner.sum() >= 4 and px.x[inner].std(0).max() > COLOR_STD_MAX:
+    inner = ndimage.binary_erosion(mask, CROSS)
+    if inner.sum() >= 4 and local.x[inner].std(0).max() > COLOR_STD_MAX:
         return f"{obj.cls} not single-coloured"
-    if _softness(obj.mask, inner, px) > SOFT_MAX or _halo(obj.mask, inner, px) > HALO_MAX:
+    if _softness(mask, inner, local) > SOFT_MAX or _halo(mask, inner, local) > HALO_MAX:
         return f"{obj.cls} blurred"
     return ""
 
@@ -305,8 +308,7 @@ def _halo(mask: np.ndarray, inner: np.ndarray, px: Pixels) -> float:
     resolution: under 0.07 for a sharp, anti-aliased edge even after noise and JPEG (the
     first pixel out holds the anti-aliasing), about 0.1 and more for a blurred one."""
     luma = px.x @ LUMA
-    core = ndimage.binary_erosion(inner, CROSS)
-    contrast = np.median(luma[core if core.sum() >= 3 else inner if inner.any() else mask]) - px.bg @ LUMA
+    contrast = np.median(luma[inner if inner.any() else mask]) - px.bg @ LUMA
     near = ndimage.binary_dilation(mask, CROSS)
     others = ndimage.binary_dilation((px.labels >= 0) & ~mask, CROSS, iterations=3)  # their own edges
     ring = ndimage.binary_dilation(near, CROSS) & ~near & ~others
