@@ -1,6 +1,9 @@
 """Base GenEval-style table of the shipped ShapeWorld model on the committed eval set.
 
-    python benchmarks/geneval_base.py [--images-per-prompt 4] [--guidance 3.0]
+    python benchmarks/geneval_base.py [--images-per-prompt 4] [--guidance 3.0] [--rejudge]
+
+``--rejudge`` judges the images an earlier run left in ``--out`` again (after a verifier
+change) instead of generating them.
 
 Prints GenEval's summary plus seen/held-out accuracy and writes
 benchmarks/results/geneval_base.{json,txt}. Takes ~5-10 minutes on 2 CPU cores.
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from rewardlab.eval.geneval import format_summary, generator_sampler, held_out_split, run_geneval, summarize
+from rewardlab.eval.geneval import (format_summary, generator_sampler, held_out_split, judge_folder, run_geneval,
+                                    summarize)
 from rewardlab.generators import DEFAULT_GUIDANCE, DEFAULT_STEPS, load_generator
 from rewardlab.world.prompts import prompt_set_path
 from rewardlab.world.records import load_records
@@ -28,11 +32,15 @@ def main():
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     ap.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     ap.add_argument("--out", default="outputs/geneval_base")
+    ap.add_argument("--rejudge", action="store_true", help="judge the saved images again, no sampling")
     args = ap.parse_args()
     records = load_records(prompt_set_path("eval"))
     fn = generator_sampler(load_generator("shapeworld"), args.steps, args.guidance)
     t0 = time.time()
-    results = run_geneval(fn, None, records, args.images_per_prompt, args.out)  # judge: the verifier
+    if args.rejudge:
+        results = judge_folder(args.out)  # judge: the verifier
+    else:
+        results = run_geneval(fn, None, records, args.images_per_prompt, args.out)
     summary = summarize(results)
     split = held_out_split(results)
     text = format_summary(summary) + "\n" + "\n".join(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rewardlab.eval.geneval import (first_per_tag, format_summary, load_results, run_geneval,
+from rewardlab.eval.geneval import (first_per_tag, format_summary, judge_folder, load_results, run_geneval,
                                     summarize)
 from rewardlab.images import to_tensor
 from rewardlab.rewards import load
@@ -58,6 +58,19 @@ def test_run_geneval_writes_geneval_layout(tmp_path):
     assert all(isinstance(r["metadata"], str) and r["correct"] for r in lines)
     assert {"filename", "tag", "correct", "prompt", "metadata"} <= set(lines[0])
     assert summarize(lines)["overall"] == 1.0
+
+
+def test_judge_folder_rejudges_saved_images_without_generating(tmp_path):
+    records = first_per_tag(build_prompt_sets()["eval"], 1)
+    by_prompt = {r["prompt"]: r for r in records}
+    first = run_geneval(perfect(by_prompt), None, records, 2, tmp_path)
+    (tmp_path / "00000" / "samples" / "0001.png").write_bytes((tmp_path / "00001" / "samples" / "0000.png").read_bytes())
+    again = judge_folder(tmp_path)  # one image now shows another record's scene
+    assert [r["filename"] for r in again] == [r["filename"] for r in first]
+    assert [r["correct"] for r in again] == [i != 1 for i in range(len(first))]
+    assert load_results(tmp_path / "results.jsonl") == again
+    with pytest.raises(ValueError, match="no GenEval samples"):
+        judge_folder(tmp_path / "00000")
 
 
 def test_blank_generator_scores_zero_and_the_verifier_says_why(tmp_path):

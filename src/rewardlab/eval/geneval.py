@@ -114,6 +114,28 @@ def result_lines(paths: list[Path], records: list[dict[str, Any]], images: torch
     return lines
 
 
+def judge_folder(out_dir: str | Path, judge: Reward | None = None, threshold: float = 0.5,
+                 batch_size: int = 64) -> list[dict[str, Any]]:
+    """Judge again the images a run saved in GenEval's layout (e.g. after the judge changed),
+    without generating; rewrites ``results.jsonl`` and returns its lines."""
+    from ..images import to_tensor
+
+    judge, out_dir = judge or default_judge(), Path(out_dir)
+    jobs = [(png, json.loads((folder / "metadata.jsonl").read_text(encoding="utf-8")))
+            for folder in sorted(out_dir.glob("[0-9]" * 5)) for png in sorted((folder / "samples").glob("*.png"))]
+    if not jobs:
+        raise ValueError(f"{out_dir} holds no GenEval samples (<index>/samples/*.png)")
+    results = []
+    for start in range(0, len(jobs), batch_size):
+        paths, records = zip(*jobs[start:start + batch_size])
+        images = to_tensor(paths)
+        results += result_lines(list(paths), list(records), images, judge, threshold)
+    with open(out_dir / "results.jsonl", "w", encoding="utf-8") as f:
+        for line in results:
+            f.write(json.dumps(line) + "\n")
+    return results
+
+
 def earlier_output(out_dir: str | Path) -> list[Path]:
     """What an earlier run left in ``out_dir`` (GenEval's layout: ``results.jsonl`` and
     ``<index:05d>/`` folders of ``metadata.jsonl`` and ``samples/*.png``), for the caller to
