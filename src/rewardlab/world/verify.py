@@ -368,7 +368,8 @@ def _scene_flaw(bg: np.ndarray, clutter: float, clean: list[Detection], rejected
     if bg.max() - bg.min() > BG_CHROMA_MAX or bg.max() < BG_VALUE_MIN:
         return "not a ShapeWorld scene: the background is not plain light grey"
     if not clean and (rejected or clutter > CLUTTER_MAX):
-        return "no clean object" + (f": {rejected[0].color} {rejected[0].flaw}" if rejected else "")
+        worst = max(rejected, key=lambda o: o.area, default=None)  # the largest says most
+        return "no clean object" + (f": {worst.color} {worst.flaw}" if worst else "")
     if clutter > CLUTTER_MAX:
         return f"clutter: {clutter:.0%} of the image is off the background and no clean object explains it"
     return ""
