@@ -30,7 +30,7 @@ def atomic_path(path: str | Path, sync: bool = True) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; honour the umask as open() does
         if sync:
             _fsync(tmp)
         os.replace(tmp, path)
@@ -39,6 +39,12 @@ def atomic_path(path: str | Path, sync: bool = True) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path) -> None:

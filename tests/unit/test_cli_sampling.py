@@ -100,11 +100,15 @@ def test_bad_generators_are_refused_before_work(tmp_path, weights, sd_dir):
         (["--generator", f"shapeworld:{weights}", "--weights", weights], ["give the ShapeWorld weights once"]),
         (["--height", 64], ["--height/--width are for sd, sd3 and flux"]),
         (["--height", 0], ["Invalid value", "--height", "≥ 8"]),
+        (["--generator", f"sd:{sd_dir}", "--height", 17], ["divisible"]),  # before an earlier run is cleared
     ]
     for args, words in cases:
         refused(invoke("generate", "a photo of a circle", "-o", out, *args), *words)
         refused(invoke(*EVAL, "--out", tmp_path / "ev", *args), *words)
     assert list(tmp_path.iterdir()) == []  # nothing written
+    for prompt in (" ", " ".join(["word"] * 80)):  # another generator's prompt is checked before work too
+        refused(invoke("generate", prompt, "--generator", f"sd:{sd_dir}", "-o", out), "prompt")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_generate_and_eval_with_a_diffusers_pipeline(tmp_path, sd_dir):
@@ -124,3 +128,13 @@ def test_demo_takes_the_sampling_options(tmp_path, weights):
                "--images-per-prompt", 1)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "d" / "grid.png").exists() and len(results(tmp_path / "d" / "geneval")) == 6
+    again = invoke("demo", "--out", tmp_path / "d", "--weights", weights, "--steps", 1, "--per-tag", 1,
+                   "--images-per-prompt", 1)
+    assert again.exit_code == 0, again.output  # the demo replaces its own last run
+
+
+def test_demo_never_replaces_a_geneval_run_it_did_not_write(tmp_path, weights):
+    r = invoke(*EVAL, "--weights", weights, "--out", tmp_path / "d" / "geneval")
+    assert r.exit_code == 0, r.output
+    refused(invoke("demo", "--out", tmp_path / "d", "--weights", weights, "--steps", 1), "already holds GenEval output")
+    assert len(results(tmp_path / "d" / "geneval")) > 0

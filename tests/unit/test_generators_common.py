@@ -206,7 +206,7 @@ def test_per_call_size(gen):
 def test_generate_images_is_deterministic_and_batched(gen):
     imgs = generate_images(gen, PROMPTS, [1, 2, 3], steps=2, batch_size=2)
     assert imgs.shape[:2] == (3, 3) and imgs.min() >= 0 and imgs.max() <= 1
-    one = gen.sample(PROMPTS[:2], seeds=[1, 2], steps=2, guidance=DEFAULT_GUIDANCE, stochastic=False).images
+    one = gen.sample(PROMPTS[:2], seeds=[1, 2], steps=2, stochastic=False).images  # both: gen.default_guidance
     assert torch.equal(imgs[:2], one)
     with pytest.raises(ValueError, match="seeds"):
         generate_images(gen, PROMPTS, [1], steps=1)
@@ -242,3 +242,8 @@ def test_sample_refuses_inconsistent_arguments():
         gen.condition(PROMPTS[:2], negative_prompts=["x"])
     with gen.reference():  # no LoRA attached: the model as it is
         assert gen.sample(cond, seeds=[0, 1], steps=1).images.shape == (2, 3, 32, 32)
+
+
+def test_a_lone_string_is_one_prompt(gen):
+    one = gen.sample(PROMPTS[0], seeds=[1], steps=1, stochastic=False).images
+    assert torch.equal(one, gen.sample([PROMPTS[0]], seeds=[1], steps=1, stochastic=False).images)

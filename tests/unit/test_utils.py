@@ -46,3 +46,15 @@ def test_orphaned_temporary_files_are_removed(tmp_path):
         p.write_text("x")
     assert remove_orphans(tmp_path) == [orphan]
     assert sorted(tmp_path.iterdir()) == sorted(keep)
+
+
+def test_atomic_path_honours_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o077)
+    try:
+        with atomic_path(tmp_path / "f") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o600

@@ -58,6 +58,8 @@ def load_sampler(cfg: SampleConfig):
         fail(f"--weights is for the shapeworld generator; {cfg.generator} names its pipeline folder itself")
     try:
         gen = load_generator(cfg.generator, **options)
+        if "height" in options or "width" in options:
+            gen.latent_shape(gen.height, gen.width)  # a size the VAE/patching cannot take fails here
     except (OSError, ValueError) as e:
         fail(str(e))
     return gen, generator_sampler(gen, cfg.steps, cfg.guidance)

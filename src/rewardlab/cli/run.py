@@ -18,12 +18,15 @@ def generate(
     cfg: SampleConfig,
     prompt: str = typer.Argument(..., help="A prompt; for ShapeWorld e.g. 'a photo of two red circles'."),
     out: Path = typer.Option(Path("out.png"), "-o", "--out", help="PNG to write."),
-    seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Seed of the first image; image i uses seed + i."),
     n: int = typer.Option(1, "-n", min=1, max=MAX_IMAGES, help="Number of images (tiled into one grid when > 1)."),
     scale: int = typer.Option(4, min=1, help="Nearest-neighbour upscaling of the saved PNG."),
     check: bool = typer.Option(True, help="Verify each image of a ShapeWorld prompt and print the verdict."),
 ):
     """Generate images (by default with the embedded ShapeWorld model)."""
+    import torch
+
+    from ..generators.base import check_prompts
     from ..generators.sampling import generate_images
     from ..images import MAX_PIXELS, grid, save_png, to_uint8
     from ..world.records import RecordError, parse_prompt
@@ -34,6 +37,10 @@ def generate(
         if cfg.generator.partition(":")[0] == "shapeworld":
             fail(str(e))
         record = None  # another generator's prompt: nothing to verify
+        try:
+            check_prompts([prompt])
+        except ValueError as e:
+            fail(str(e))
     check_output_file(out, (".png",))
     gen, _ = load_sampler(cfg)
     cols, pad = min(n, 8), 2 if n > 1 else 0
@@ -49,7 +56,8 @@ def generate(
     if check and record is not None:
         from ..rewards import load
 
-        verdict = load("shapeworld", mode="partial")(images, [prompt] * n, metadata=[record] * n)
+        saved = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255  # what the PNG holds
+        verdict = load("shapeworld", mode="partial")(saved, [prompt] * n, metadata=[record] * n)
         for i in range(n):
             correct, reason = bool(verdict.sub_scores["correct"][i]), verdict.reasons[i]
             console.print(f"seed {seed + i}: {'correct' if correct else 'incorrect'} "
@@ -77,16 +85,19 @@ def demo(cfg: SampleConfig,
          per_tag: int = typer.Option(12, min=1, help="Eval records per tag for the quick GenEval table."),
          images_per_prompt: int = typer.Option(2, min=1, help="Images per eval record.")):
     """The main job on the embedded default: a sample grid and the base GenEval-style table."""
-    from ..eval.geneval import clear_output, first_per_tag, format_summary, run_geneval, summarize
+    from ..eval.geneval import DEMO_MARK, clear_output, first_per_tag, format_summary, run_geneval, summarize
     from ..images import grid, save_png, to_uint8
     from ..world.prompts import prompt_set_path
     from ..world.records import load_records
     from .evaluate import prepare_geneval_output
 
     check_output_dir(out)
-    earlier = prepare_geneval_output(out / "geneval", overwrite=True)  # the demo replaces its own last run
+    # the demo replaces its own last run, never a GenEval run it did not write
+    earlier = prepare_geneval_output(out / "geneval", overwrite=(out / "geneval" / DEMO_MARK).exists())
     _, sample = load_sampler(cfg)
     clear_output(earlier)
+    (out / "geneval").mkdir(parents=True, exist_ok=True)
+    (out / "geneval" / DEMO_MARK).touch()
     prompts = [p for p in DEMO_PROMPTS for _ in range(8)]
     images = to_uint8(sample(prompts, list(range(len(prompts)))))
     save_png(grid(images, 8), out / "grid.png", scale=4)

@@ -152,8 +152,11 @@ def earlier_output(out_dir: str | Path) -> list[Path]:
     return entries
 
 
+DEMO_MARK = ".rewardlab-demo"  # in a GenEval folder the demo wrote (and may replace unasked)
+
+
 def _is_geneval_entry(p: Path) -> bool:
-    if p.name == "results.jsonl":
+    if p.name in ("results.jsonl", DEMO_MARK):
         return p.is_file() and not p.is_symlink()
     if not (re.fullmatch(r"\d{5}", p.name) and p.is_dir() and not p.is_symlink()):
         return False

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from . import DEFAULT_STEPS
 from .base import (Cond, Trajectory, check_prompts, per_sample_generators, per_sample_randn,
                    stochastic_window)
 from .guidance import guided
@@ -46,9 +46,11 @@ def sample(gen, prompts: Sequence[str] | Cond, *, noise: torch.Tensor | None = N
     optimisation): ``grad_steps=K`` truncates it to the last K steps (DRaFT-K, AlignProp) and
     ``checkpoint=True`` recomputes each step in the backward pass to save memory."""
     cond = prompts if isinstance(prompts, Cond) else None
+    if cond is None:
+        prompts = check_prompts(prompts)  # a lone string is one prompt, not a list of characters
     if cond is not None and negative_prompts is not None:
         raise ValueError("negative prompts belong in gen.condition(prompts, negative_prompts), not next to a Cond")
-    n = len(cond) if cond is not None else len(check_prompts(prompts))
+    n = len(cond) if cond is not None else len(prompts)
     guidance = gen.default_guidance if guidance is None else float(guidance)
     mask = stochastic_window(steps, stochastic, window)
     if not 0 <= start_step < steps:
@@ -119,10 +121,11 @@ def log_prob(gen, traj: Trajectory, steps: Sequence[int], cond: Cond | None = No
 
 
 def generate_images(gen, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = DEFAULT_STEPS,
-                    guidance: float = DEFAULT_GUIDANCE, batch_size: int = 16,
+                    guidance: float | None = None, batch_size: int = 16,
                     negative_prompts: Sequence[str] | None = None, height: int | None = None,
                     width: int | None = None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Images ``[B, 3, H, W]`` in [0, 1] (on the CPU) for ``prompts``; ``seeds[i]`` fixes image
+    """Images ``[B, 3, H, W]`` in [0, 1] (on the CPU) for ``prompts`` (``guidance`` defaults to
+    ``gen.default_guidance``, as in ``sample``); ``seeds[i]`` fixes image
     i whatever its batch. Deterministic steps (flow ODE / DDIM η=0), ``batch_size`` at a time
     (16: on 2 idle cores the ShapeWorld model runs 1.3x faster than at 64, same images —
     benchmarks/sampler_throughput.py),
