@@ -28,7 +28,7 @@ def eval_geneval(
     images_per_prompt: int = typer.Option(4, min=1, help="Images per prompt."),
     out: Path = typer.Option(Path("outputs/geneval"), help="Output folder (GenEval layout)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the GenEval output of an earlier run in OUT."),
-    seed: int = typer.Option(0, help="Base seed; every image gets its own."),
+    seed: int = typer.Option(0, min=0, max=100_000, help="Base seed; every image gets its own."),
     limit: int = typer.Option(0, min=0, help="Use only the first N records per tag (0 = all)."),
     judge: str = typer.Option("shapeworld", help="The reward that judges each image (see `rewardlab rewards list`)."),
     option: list[str] = typer.Option([], "--set", help="A judge option, JUDGE.KEY=VALUE (repeatable), "
