@@ -15,20 +15,9 @@ import numpy as np
 from scipy import ndimage
 
 from .records import COLORS
-from .render import PALETTE, Shape, render, sample_scene, shape_mask
+from .render import PALETTE, Shape, downsample, pixel_grid, render, sample_scene, shape_mask
 
 BG = 242.0
-
-
-def _grid(size: int, supersample: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    g = (np.arange(size * supersample) + 0.5) / (size * supersample)
-    return np.meshgrid(g, g)
-
-
-def _down(canvas: np.ndarray, size: int) -> np.ndarray:
-    s = canvas.shape[0] // size
-    img = canvas.reshape(size, s, size, s, 3).mean(axis=(1, 3))
-    return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
 def _color(rng) -> np.ndarray:
@@ -47,7 +36,7 @@ def gaussian_noise(record, rng, size):
 
 def blurred_blobs(record, rng, size):
     """Soft Gaussian blobs of the right colours where a correct scene has its shapes."""
-    xs, ys = _grid(size, 1)
+    xs, ys = pixel_grid(size)
     img = np.full((size, size, 3), BG, np.float32)
     for s in sample_scene(record, rng):
         sigma = s.size * rng.uniform(0.5, 0.9)
@@ -57,7 +46,7 @@ def blurred_blobs(record, rng, size):
 
 
 def stripes(record, rng, size):
-    xs, ys = _grid(size, 1)
+    xs, ys = pixel_grid(size)
     angle, width = rng.uniform(0, np.pi), rng.uniform(0.05, 0.25)
     band = np.floor((xs * np.cos(angle) + ys * np.sin(angle)) / width).astype(int)
     colors = np.stack([_color(rng) for _ in range(3)] + [np.full(3, BG, np.float32)])
@@ -66,7 +55,7 @@ def stripes(record, rng, size):
 
 def _polyline(canvas, rng, color, points: int, width: float):
     n = canvas.shape[0]
-    xs, ys = _grid(n, 1)
+    xs, ys = pixel_grid(n)
     pts = rng.uniform(0.1, 0.9, (points, 2))
     for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
         d = np.array([x1 - x0, y1 - y0])
@@ -80,18 +69,18 @@ def scribbles(record, rng, size):
     canvas = np.full((size * 4, size * 4, 3), BG, np.float32)
     for _ in range(rng.integers(2, 6)):
         _polyline(canvas, rng, _color(rng), int(rng.integers(3, 8)), rng.uniform(1, 3) / size)
-    return _down(canvas, size)
+    return downsample(canvas, size)
 
 
 def outlines(record, rng, size):
     """The correct scene drawn as hollow outlines (filling holes would make them solid)."""
-    xs, ys = _grid(size)
+    xs, ys = pixel_grid(size * 4)
     canvas = np.full(xs.shape + (3,), BG, np.float32)
     for s in sample_scene(record, rng):
         inner = Shape(s.cls, s.color, s.cx, s.cy, s.size * rng.uniform(0.55, 0.75))
         ring = shape_mask(s.cls, xs, ys, s.box) & ~shape_mask(s.cls, xs, ys, inner.box)
         canvas[ring] = PALETTE[s.color]
-    return _down(canvas, size)
+    return downsample(canvas, size)
 
 
 def confetti(record, rng, size):
@@ -112,37 +101,37 @@ def cluttered(record, rng, size):
     shapes = sample_scene(record, rng)
     canvas = np.repeat(np.repeat(render(shapes, size, rng).astype(np.float32), 4, 0), 4, 1)
     keep = canvas.copy()
-    xs, ys = _grid(size)
+    xs, ys = pixel_grid(size * 4)
     objects = np.zeros(xs.shape, bool)
     for s in shapes:
         objects |= shape_mask(s.cls, xs, ys, s.box)
     for _ in range(rng.integers(3, 7)):
         _polyline(canvas, rng, _color(rng), int(rng.integers(2, 5)), rng.uniform(1.5, 3) / size)
     canvas[objects] = keep[objects]  # clutter stays off the objects themselves
-    return _down(canvas, size)
+    return downsample(canvas, size)
 
 
 def halves(record, rng, size):
     """The correct scene with every shape cut in half (a triangle only left/right)."""
-    xs, ys = _grid(size)
+    xs, ys = pixel_grid(size * 4)
     canvas = np.full(xs.shape + (3,), BG, np.float32)
     for s in sample_scene(record, rng):
         vertical = s.cls == "triangle" or rng.random() < 0.5
         coord, centre = (xs, s.cx) if vertical else (ys, s.cy)
         side = coord < centre if rng.random() < 0.5 else coord >= centre
         canvas[shape_mask(s.cls, xs, ys, s.box) & side] = PALETTE[s.color]
-    return _down(canvas, size)
+    return downsample(canvas, size)
 
 
 def merged(record, rng, size):
     """Every shape of the correct scene fused with an overlapping twin into one blob."""
-    xs, ys = _grid(size)
+    xs, ys = pixel_grid(size * 4)
     canvas = np.full(xs.shape + (3,), BG, np.float32)
     for s in sample_scene(record, rng):
         angle, dist = rng.uniform(0, 2 * np.pi), s.size * rng.uniform(0.8, 1.3)
         twin = Shape(s.cls, s.color, s.cx + dist * np.cos(angle), s.cy + dist * np.sin(angle), s.size)
         canvas[shape_mask(s.cls, xs, ys, s.box) | shape_mask(s.cls, xs, ys, twin.box)] = PALETTE[s.color]
-    return _down(canvas, size)
+    return downsample(canvas, size)
 
 
 def blurred_render(record, rng, size):

@@ -145,17 +145,27 @@ def render(shapes: list[Shape], size: int = 32, rng: np.random.Generator | None 
     With ``rng`` the background grey and each object's colour are jittered slightly."""
     if size < 8:
         raise ValueError(f"render size must be at least 8 pixels, got {size}")
-    n = size * supersample
-    grid = (np.arange(n) + 0.5) / n
-    xs, ys = np.meshgrid(grid, grid)
+    xs, ys = pixel_grid(size * supersample)
     bg = 242.0 + (rng.uniform(-8, 8) if rng is not None else 0.0)
-    canvas = np.full((n, n, 3), bg, dtype=np.float32)
+    canvas = np.full(xs.shape + (3,), bg, dtype=np.float32)
     for s in shapes:
         color = np.array(PALETTE[s.color], dtype=np.float32)
         if rng is not None:
             color = np.clip(color + rng.uniform(-12, 12, size=3), 0, 255)
         canvas[shape_mask(s.cls, xs, ys, s.box)] = color
-    img = canvas.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
+    return downsample(canvas, size)
+
+
+def pixel_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised centre coordinates ``(xs, ys)`` of an ``n`` x ``n`` pixel grid."""
+    g = (np.arange(n) + 0.5) / n
+    return np.meshgrid(g, g)
+
+
+def downsample(canvas: np.ndarray, size: int) -> np.ndarray:
+    """A supersampled float canvas ``[k*size, k*size, 3]`` averaged to uint8 ``[size, size, 3]``."""
+    k = canvas.shape[0] // size
+    img = canvas.reshape(size, k, size, k, 3).mean(axis=(1, 3))
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
