@@ -13,16 +13,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from rewardlab.world.adversarial import KINDS, scenes
+from rewardlab.world.adversarial import KINDS, accepted, scenes
 from rewardlab.world.records import TAGS
 from rewardlab.world.verify import verify
 
 
 def rates(kind: str, n: int, size: int) -> dict[str, float]:
-    return {tag: float(np.mean([verify(img, rec).correct for img, rec in scenes(kind, tag, n, size, seed=0)]))
-            for tag in TAGS}
+    return {tag: accepted(kind, tag, n, size, seed=0) for tag in TAGS}
 
 
 def speed(n: int = 256) -> float:

@@ -166,3 +166,11 @@ def scenes(kind: str, tag: str, n: int, size: int = 32, seed: int = 0):
             yield (corrupt(img, rng) if kind == "corrupted" else img), record
         else:
             yield KINDS[kind](record, rng, size), record
+
+
+def accepted(kind: str, tag: str, n: int, size: int = 32, seed: int = 0) -> float:
+    """Share of ``scenes(kind, tag, n, size, seed)`` the verifier judges correct: its accuracy
+    on ``clean`` and ``corrupted`` renders, what it wrongly accepts of an attack kind."""
+    from .verify import verify
+
+    return sum(verify(img, rec).correct for img, rec in scenes(kind, tag, n, size, seed)) / n
