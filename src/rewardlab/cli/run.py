@@ -24,11 +24,9 @@ def generate(
     check: bool = typer.Option(True, help="Verify each image of a ShapeWorld prompt and print the verdict."),
 ):
     """Generate images (by default with the embedded ShapeWorld model)."""
-    import torch
-
     from ..generators.base import check_prompts
     from ..generators.sampling import generate_images
-    from ..images import MAX_PIXELS, grid, save_png, to_uint8
+    from ..images import MAX_PIXELS, grid, save_png, to_tensor, to_uint8
     from ..world.records import RecordError, parse_prompt
 
     try:
@@ -56,7 +54,7 @@ def generate(
     if check and record is not None:
         from ..rewards import load
 
-        saved = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255  # what the PNG holds
+        saved = to_tensor(arrays)  # what the PNG holds
         verdict = load("shapeworld", mode="partial")(saved, [prompt] * n, metadata=[record] * n)
         for i in range(n):
             correct, reason = bool(verdict.sub_scores["correct"][i]), verdict.reasons[i]

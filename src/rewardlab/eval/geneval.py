@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..images import save_png, to_uint8
+from ..images import save_png, to_tensor, to_uint8
 from ..rewards.base import Reward, check_images
 from ..world.prompts import is_held_out
 
@@ -83,11 +83,11 @@ def run_geneval(sample: SampleFn, judge: Reward | None, records: list[dict[str, 
         batch = jobs[start:start + batch_size]
         prompts = [records[i]["prompt"] for i, _ in batch]
         seeds = [image_seed(seed, i, k, images_per_prompt) for i, k in batch]
-        images = check_images(sample(prompts, seeds)).detach()
+        arrays = to_uint8(check_images(sample(prompts, seeds)).detach())
         paths = [out_dir / f"{i:05d}" / "samples" / f"{k:04d}.png" for i, k in batch]
-        for path, img in zip(paths, to_uint8(images)):
+        for path, img in zip(paths, arrays):
             save_png(img, path)
-        results += result_lines(paths, [records[i] for i, _ in batch], images, judge, threshold)
+        results += result_lines(paths, [records[i] for i, _ in batch], to_tensor(arrays), judge, threshold)
         if progress is not None:
             progress(len(batch))
     with open(out_dir / "results.jsonl", "w", encoding="utf-8") as f:
@@ -98,10 +98,9 @@ def run_geneval(sample: SampleFn, judge: Reward | None, records: list[dict[str, 
 
 def result_lines(paths: list[Path], records: list[dict[str, Any]], images: torch.Tensor, judge: Reward,
                  threshold: float = 0.5) -> list[dict[str, Any]]:
-    """GenEval results lines for ``images`` (``[B,3,H,W]`` in [0, 1]) of ``records``, judged by ``judge``."""
-    # judge what was saved: the PNG's 8-bit pixels, as GenEval's scorer reads them back
-    saved = torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).float() / 255
-    out = judge(saved, [r["prompt"] for r in records], metadata=records)
+    """GenEval results lines for ``images`` of ``records``, judged by ``judge``: the saved PNGs'
+    8-bit pixels as ``[B,3,H,W]`` in [0, 1] (``images.to_tensor``), as GenEval's scorer reads them."""
+    out = judge(images, [r["prompt"] for r in records], metadata=records)
     verdict = out.sub_scores.get("correct")
     lines = []
     for j, (path, record) in enumerate(zip(paths, records)):
@@ -118,8 +117,6 @@ def judge_folder(out_dir: str | Path, judge: Reward | None = None, threshold: fl
                  batch_size: int = 64) -> list[dict[str, Any]]:
     """Judge again the images a run saved in GenEval's layout (e.g. after the judge changed),
     without generating; rewrites ``results.jsonl`` and returns its lines."""
-    from ..images import to_tensor
-
     judge, out_dir = judge or default_judge(), Path(out_dir)
     jobs = [(png, json.loads((folder / "metadata.jsonl").read_text(encoding="utf-8")))
             for folder in sorted(out_dir.glob("[0-9]" * 5)) for png in sorted((folder / "samples").glob("*.png"))]
