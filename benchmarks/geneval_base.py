@@ -35,11 +35,11 @@ def main():
     ap.add_argument("--rejudge", action="store_true", help="judge the saved images again, no sampling")
     args = ap.parse_args()
     records = load_records(prompt_set_path("eval"))
-    fn = generator_sampler(load_generator("shapeworld"), args.steps, args.guidance)
     t0 = time.time()
     if args.rejudge:
         results = judge_folder(args.out)  # judge: the verifier
     else:
+        fn = generator_sampler(load_generator("shapeworld"), args.steps, args.guidance)
         results = run_geneval(fn, None, records, args.images_per_prompt, args.out)
     summary = summarize(results)
     split = held_out_split(results)

@@ -91,7 +91,7 @@ def shape_flaw(obj: Detection, px: Pixels) -> str:
         return f"{obj.cls} elongated"
     if (mask & (local.labels == COLORS.index(obj.color))).sum() < SOLID_MIN * obj.area:
         return f"{obj.cls} not solid"
-    crop, _ = crop_box(mask)
+    crop = obj.mask[int(y0):int(y1), int(x0):int(x1)]  # the mask in its box, as the template was fitted
     if ndimage.binary_erosion(obj.template ^ np.pad(crop, 1), BLOCK).sum() > DENT_MAX * obj.area:
         return f"{obj.cls} dented or bulging"
     inner = ndimage.binary_erosion(mask, CROSS)
