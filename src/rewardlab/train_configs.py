@@ -9,6 +9,8 @@ them from here (``world.train``, ``world.clip``, ``rewards.preference``); files 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
 from .config import setting
 
@@ -29,6 +31,8 @@ class TrainConfig:
     seed: int = setting(0, "seeds the initial weights, prompts, renders and noise")
     checkpoint_every: int = setting(100, "steps between (atomic) checkpoints", min=1)
     resolution: int = setting(32, "image side in pixels", min=8)
+    init: Optional[Path] = setting(None, "start from these weights (e.g. the shipped model) instead of random: "
+                                         "continued training")
 
 
 @dataclass

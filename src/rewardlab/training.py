@@ -12,6 +12,12 @@ import torch
 from .utils import check_resumable, load_checkpoint, reading, remove_orphans, save_checkpoint
 
 
+def config_dict(cfg) -> dict:
+    """A trainer config as the plain dict a checkpoint stores (paths as strings, so that
+    ``torch.load(weights_only=True)`` reads it back)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+
+
 def checkpoint_step(path: Path, config: dict) -> int:
     """The step a run would resume from with the checkpoint at ``path`` (0: none), checked
     before any work: CheckpointError if it is unreadable or was trained with other settings."""
@@ -57,7 +63,7 @@ def fit(model: torch.nn.Module, optimizer, cfg, out_dir: Path, weights_name: str
     weights (``model.save``) to ``out_dir/weights_name`` each time."""
     out_dir = Path(out_dir)
     ckpt, weights = out_dir / "checkpoint.pt", out_dir / weights_name
-    config = asdict(cfg)
+    config = config_dict(cfg)
     start, _ = resume_training(ckpt, config, model, optimizer)
     for step in range(start, cfg.steps):
         if lr_at is not None:

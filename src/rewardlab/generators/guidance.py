@@ -22,8 +22,11 @@ from .base import Cond
 Denoise = Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor]
 
 
-def guided(denoise: Denoise, scale: float) -> Denoise:
-    """``denoise`` with guidance scale ``scale`` folded in (``scale == 1`` returns it unchanged)."""
+def guided(denoise: Denoise, scale: float, detach_uncond: bool = False) -> Denoise:
+    """``denoise`` with guidance scale ``scale`` folded in (``scale == 1`` returns it unchanged).
+    ``detach_uncond`` lets gradients reach only the conditional pass: a recipe that trains the
+    guided policy then moves each prompt's prediction, not the one shared unconditional
+    prediction that every prompt's guidance leans on (whose gradient carries weight 1 − s)."""
     scale = float(scale)
     if scale == 1.0:
         return denoise
@@ -31,6 +34,8 @@ def guided(denoise: Denoise, scale: float) -> Denoise:
     def fn(x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         t = torch.as_tensor(t)
         out_c, out_u = denoise(torch.cat([x, x]), t if t.ndim == 0 else torch.cat([t, t]), cond.stacked()).chunk(2)
+        if detach_uncond:
+            out_u = out_u.detach()
         return out_u + scale * (out_c - out_u)
 
     return fn

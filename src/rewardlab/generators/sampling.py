@@ -27,10 +27,11 @@ from .steps import StepOutput
 
 def step(gen, x: torch.Tensor, i: int, cond: Cond, timesteps: torch.Tensor, guidance: float = 1.0,
          prev_sample: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-         stochastic: bool = True) -> StepOutput:
+         stochastic: bool = True, detach_uncond: bool = False) -> StepOutput:
     """Step ``i`` of the schedule ``timesteps``: one guided network evaluation, then the
-    adapter's transition (SDE/ODE/DDIM) with its Gaussian log-prob."""
-    pred = guided(gen.denoise, guidance)(x, timesteps[i], cond)
+    adapter's transition (SDE/ODE/DDIM) with its Gaussian log-prob (``detach_uncond``: see
+    ``guided``)."""
+    pred = guided(gen.denoise, guidance, detach_uncond)(x, timesteps[i], cond)
     return gen.transition(x, pred, i, timesteps, prev_sample=prev_sample, noise=noise, stochastic=stochastic)
 
 

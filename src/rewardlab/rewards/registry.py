@@ -43,7 +43,7 @@ def parse_options(items: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        name, dot, opt = key.partition(".")
+        name, dot, opt = key.rpartition(".")  # option names have no dots; reward names may (hpsv2.1)
         if not (sep and dot and name and opt):
             raise ValueError(f"reward option must look like REWARD.KEY=VALUE, got {item!r}")
         out.setdefault(name, {})[opt] = _literal(value)

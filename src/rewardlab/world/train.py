@@ -10,14 +10,13 @@ safetensors beside the checkpoint each time.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..train_configs import TrainConfig
-from ..training import resume_training, save_training
+from ..training import config_dict, resume_training, save_training
 from .model import ModelConfig, ShapeWorldModel, save_weights
 from .prompts import PromptSampler
 from .render import render, sample_scene
@@ -58,9 +57,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress=None) -> Path:
     ckpt_path, weights_path = out_dir / "checkpoint.pt", out_dir / "shapeworld.safetensors"
     torch.manual_seed(cfg.seed)
     model = ShapeWorldModel(ModelConfig(resolution=cfg.resolution)).train()
+    if cfg.init is not None:
+        init = ShapeWorldModel.load(cfg.init)
+        if init.config != model.config:
+            raise ValueError(f"{cfg.init} holds a model of another shape ({init.config}); init needs {model.config}")
+        model.load_state_dict({k: v.float() for k, v in init.state_dict().items()})
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start, state = resume_training(ckpt_path, asdict(cfg), model, opt)
+    start, state = resume_training(ckpt_path, config_dict(cfg), model, opt)
     ema = state.get("ema", ema)
     sampler = PromptSampler("train", seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -80,7 +84,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress=None) -> Path:
         if progress is not None:
             progress(step + 1, loss.item())
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_training(ckpt_path, asdict(cfg), model, opt, step + 1, ema=ema)
+            save_training(ckpt_path, config_dict(cfg), model, opt, step + 1, ema=ema)
             save_weights(ema, model.config, weights_path)
     if not weights_path.exists():
         save_weights(ema, model.config, weights_path)

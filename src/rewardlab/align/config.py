@@ -1,0 +1,151 @@
+"""The settings of the alignment recipes — torch-free, so ``rewardlab train RECIPE --help``
+and ``--print-config`` cost nothing. Every recipe config nests the same sections
+(``model``, ``sample``, ``reward``, ``train``, ``eval``) and adds its own algorithm fields
+at the top level; YAML presets live in ``configs/`` and any key is overridden on the
+command line as ``section.key=value``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from ..config import setting
+
+
+@dataclass
+class ModelSettings:
+    """Which generator is trained, and how."""
+
+    generator: str = setting("shapeworld", "generator: shapeworld[:WEIGHTS], sd:DIR, sd3:DIR or flux:DIR")
+    weights: Optional[Path] = setting(None, "ShapeWorld weights to start from (default: the shipped model)")
+    lora_rank: int = setting(0, "LoRA rank on the denoiser's attention; 0 = full fine-tune (ShapeWorld only)",
+                             min=0)
+    lora_alpha: Optional[float] = setting(None, "LoRA alpha (default: the rank)", gt=0)
+    step_type: Literal["flow_sde", "dance_sde", "cps", "ode"] = setting(
+        "flow_sde", "flow models' stochastic step: flow_sde (Flow-GRPO), dance_sde (DanceGRPO), cps")
+    noise_level: float = setting(0.7, "flow_sde/cps noise level a", min=0)
+    eta: float = setting(1.0, "DDIM η for sd (1 = DDPO); dance_sde's η for flows", min=0)
+    height: Optional[int] = setting(None, "image height for sd/sd3/flux (default: the pipeline's)", min=8)
+    width: Optional[int] = setting(None, "image width for sd/sd3/flux (default: the pipeline's)", min=8)
+    max_sequence_length: Optional[int] = setting(None, "sd3/flux: text tokens per prompt (default: the "
+                                                      "adapter's)", min=1)
+    device: str = setting("cpu", "torch device (cpu, cuda, cuda:1); under torchrun each rank takes cuda:LOCAL_RANK")
+
+
+@dataclass
+class TagWeights:
+    """How often each ShapeWorld tag's prompts are drawn (relative; 0 = never)."""
+
+    single_object: float = setting(1.0, "weight of single-object prompts", min=0)
+    two_object: float = setting(1.0, "weight of two-object prompts", min=0)
+    counting: float = setting(1.0, "weight of counting prompts", min=0)
+    colors: float = setting(1.0, "weight of colour prompts", min=0)
+    position: float = setting(1.0, "weight of position prompts", min=0)
+    color_attr: float = setting(1.0, "weight of colour-attribute prompts", min=0)
+
+
+@dataclass
+class SampleSettings:
+    """Rollouts: prompts, groups and the sampler."""
+
+    prompts: str = setting("shapeworld", "prompt source: 'shapeworld' (the train split, never a held-out "
+                                         "composition) or a .txt file with one prompt per line")
+    tags: TagWeights = field(default_factory=TagWeights)
+    group_size: int = setting(8, "samples per prompt (G); advantages compare within a group", min=1)
+    prompts_per_epoch: int = setting(16, "prompts per epoch (one batch of rollouts)", min=1)
+    steps: int = setting(10, "sampling steps of a rollout", min=1)
+    guidance: Optional[float] = setting(None, "guidance scale of rollouts (default: the generator's; 1 = off)",
+                                        min=1)
+    batch_size: int = setting(32, "images per sampling forward pass", min=1)
+
+
+@dataclass
+class RewardSettings:
+    """Rewards from the registry (``rewardlab rewards``), aggregated into one signal."""
+
+    names: list[str] = setting(["shapeworld"], "rewards to optimise")
+    weights: list[float] = setting([], "one weight per reward (default: 1 each)")
+    options: list[str] = setting(["shapeworld.mode=partial"], "reward options as REWARD.KEY=VALUE")
+    aggregate: Literal["weighted_sum", "decoupled", "log_tamed"] = setting(
+        "weighted_sum", "how several rewards combine (rewards/combine.py)")
+    monitors: list[str] = setting([], "rewards only logged, never optimised (the gold signal)")
+
+
+@dataclass
+class TrainSettings:
+    """The optimiser, the run's length and its checkpoints."""
+
+    epochs: int = setting(100, "epochs: each samples one batch of rollouts (a rerun resumes towards this)", min=1)
+    lr: float = setting(1e-4, "AdamW learning rate", gt=0)
+    weight_decay: float = setting(0.0, "AdamW weight decay", min=0)
+    max_grad_norm: float = setting(1.0, "gradient-norm clip", gt=0)
+    minibatches: int = setting(2, "optimiser steps per pass over a batch of rollouts", min=1)
+    inner_epochs: int = setting(1, "passes over each batch of rollouts", min=1)
+    seed: int = setting(0, "seeds prompts, rollout noise and training noise", min=0)
+    checkpoint_every: int = setting(5, "epochs between atomic checkpoints", min=1)
+
+
+@dataclass
+class EvalSettings:
+    """Held-out evaluation during training (ShapeWorld: the eval split, GenEval-style)."""
+
+    every: int = setting(10, "epochs between evaluations (0 = only at the end)", min=0)
+    per_tag: int = setting(8, "eval records per tag", min=1)
+    images_per_prompt: int = setting(2, "images per eval record", min=1)
+    steps: int = setting(20, "sampling steps at evaluation (deterministic)", min=1)
+    guidance: Optional[float] = setting(None, "guidance at evaluation (default: the generator's)", min=1)
+    prompts: Optional[Path] = setting(None, "for other generators: a .txt file of held-out prompts")
+
+
+@dataclass
+class Sections:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    sample: SampleSettings = field(default_factory=SampleSettings)
+    reward: RewardSettings = field(default_factory=RewardSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+
+@dataclass
+class GRPOConfig(Sections):
+    """DDPO / Flow-GRPO / DanceGRPO / MixGRPO (``align/grpo.py``)."""
+
+    advantage: Literal["group", "global", "running"] = setting(
+        "group", "normalise rewards per group (GRPO), by the batch std (Dr. GRPO-style) or by per-prompt "
+                 "running statistics (DDPO)")
+    adv_clip: float = setting(5.0, "advantages are clipped to ±adv_clip", gt=0)
+    clip_range: float = setting(1e-4, "PPO ratio clip ε (Flow-GRPO: 1e-4; DDPO: 1e-4)", gt=0)
+    window: int = setting(0, "SDE window: stochastic steps per rollout, ODE elsewhere (0 = every step)", min=0)
+    window_start: Optional[int] = setting(None, "first step of the window (default: drawn per epoch from "
+                                                "[0, window_max_start], as Flow-GRPO-Fast/MixGRPO)", min=0)
+    window_max_start: Optional[int] = setting(None, "latest drawn window start (default: steps // 2)", min=0)
+    step_fraction: float = setting(1.0, "fraction of the stochastic steps trained on per minibatch", gt=0, max=1)
+    kl: float = setting(0.0, "weight of the closed-form KL to the reference, ‖μθ − μref‖²/(2σ²) (Flow-GRPO)",
+                        min=0)
+    ratio_norm: bool = setting(False, "GRPO-Guard ratio normalisation (flow steps)")
+    train_guidance: bool = setting(True, "train the guided policy that sampled the rollouts (else the "
+                                         "conditional one)")
+    train_uncond: bool = setting(False, "let gradients reach the unconditional pass of guidance too (it is "
+                                        "shared by every prompt; off keeps it as the anchor)")
+
+
+@dataclass
+class NFTConfig(Sections):
+    """DiffusionNFT and advantage-weighted matching (``align/nft.py``)."""
+
+    loss: Literal["nft", "awm"] = setting("nft", "nft: DiffusionNFT's implicit ± policies; awm: "
+                                                "advantage-weighted flow matching")
+    beta: float = setting(1.0, "NFT strength β of the implicit policies", gt=0)
+    adv_clip: float = setting(5.0, "advantages are clipped to ±adv_clip, then mapped to r ∈ [0, 1]", gt=0)
+    clip_range: float = setting(1e-4, "awm: PPO clip on the matching-loss ratio", gt=0)
+    timesteps: int = setting(2, "training noise levels per rollout, drawn from the sampler's own", min=1)
+    kl: float = setting(0.0, "weight of ‖vθ − vref‖² (a pull towards the reference model)", min=0)
+    old_decay: float = setting(0.5, "the old policy's slowest EMA decay (DiffusionNFT: min(0.001·step, 0.5))",
+                               min=0, max=1)
+    old_decay_rate: float = setting(0.001, "decay growth per optimiser step", min=0)
+    train_guidance: bool = setting(True, "train the guided velocity (rollouts guided, eval guided alike)")
+    train_uncond: bool = setting(False, "let gradients reach the unconditional pass of guidance too (it is "
+                                        "shared by every prompt; off keeps it as the anchor)")
+    skip_flat_groups: bool = setting(True, "skip groups whose rewards are all equal (no signal)")
