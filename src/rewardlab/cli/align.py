@@ -38,7 +38,7 @@ def train(
     except ConfigError as e:
         fail(str(e))
     if print_config:
-        console.print(to_yaml(cfg), markup=False, highlight=False, end="")
+        typer.echo(to_yaml(cfg), nl=False)  # plain: rich would wrap long help lines
         raise typer.Exit(0)
     out = out or Path("runs") / recipe
     check_output_dir(out)

@@ -144,7 +144,7 @@ def config_options(cls, files: bool = True):
             except ConfigError as e:
                 fail(str(e))
             if show:
-                console.print(to_yaml(cfg), markup=False, highlight=False, end="")
+                typer.echo(to_yaml(cfg), nl=False)  # plain: rich would wrap long help lines
                 raise typer.Exit(0)
             return fn(cfg=cfg, **kwargs)
 
