@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 
 import pytest
 import torch
@@ -131,16 +130,16 @@ def test_nft_variants_run(tmp_path, tiny_shapeworld_weights, options):
 
 
 def test_nan_rewards_and_losses_skip_updates(tmp_path, tiny_shapeworld_weights, monkeypatch):
-    from rewardlab.align import common, nft
+    from rewardlab.align import nft, rollouts
 
-    real_score = common.Rewarder.score
-    monkeypatch.setattr(common.Rewarder, "score", lambda self, *a: {k: v * float("nan") for k, v in
+    real_score = rollouts.Rewarder.score
+    monkeypatch.setattr(rollouts.Rewarder, "score", lambda self, *a: {k: v * float("nan") for k, v in
                                                                      real_score(self, *a).items()})
     with pytest.warns(RuntimeWarning, match="non-finite rewards"):
         recipe_train("nft")(tiny("nft", tiny_shapeworld_weights, "train.epochs=1", "eval.every=0"), tmp_path / "a")
     row = metrics(tmp_path / "a")[-1]
     assert row["skipped_updates"] == 1 and row["updates"] == 0
-    monkeypatch.setattr(common.Rewarder, "score", real_score)
+    monkeypatch.setattr(rollouts.Rewarder, "score", real_score)
     real_loss = nft.minibatch_loss
 
     def nan_loss(*a, **k):
@@ -164,6 +163,8 @@ def test_nan_rewards_and_losses_skip_updates(tmp_path, tiny_shapeworld_weights, 
     ("grpo", ["window=9"], "longer than sample.steps"),
     ("nft", ["sample.group_size=3", "train.minibatches=4"], "must divide into 4 minibatches"),
     ("nft", ["sample.prompts=/nonexistent.txt"], "cannot read prompt file"),
+    ("nft", [f"sample.tags.{t}=0" for t in ("single_object", "two_object", "counting", "colors", "position",
+                                             "color_attr")], "every sample.tags weight is 0"),
     ("nft", ["model.generator=sd3:/nonexistent"], "give sd3 a prompt file"),
 ])
 def test_bad_settings_fail_before_any_work(tmp_path, tiny_shapeworld_weights, recipe, options, message):

@@ -1,5 +1,6 @@
-"""The harness every recipe stands on — helpers, not a trainer class. A recipe reads as its
-paper's algorithm box and calls, per epoch::
+"""The harness every recipe stands on — helpers, not a trainer class (the rollouts are in
+``rollouts.py``, data parallelism in ``dist.py``). A recipe reads as its paper's algorithm
+box and calls, per epoch::
 
     run = start(cfg, out_dir, recipe)               # setup: generator, optimiser, rewards, resume
     for epoch in run.epochs():                        # eval, metrics and checkpoints in between
@@ -23,7 +24,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import asdict
@@ -34,97 +34,15 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from ..generators.base import Cond, Trajectory
-from ..utils import CheckpointError, atomic_path, check_resumable, load_checkpoint, remove_orphans, save_checkpoint
+from ..utils import atomic_path, check_resumable, load_checkpoint, remove_orphans, save_checkpoint
+from .dist import all_mean, average_grads, barrier, init_dist, param_spread
+from .rollouts import Rewarder, nanmean, epoch_prompts, prompt_entries, prompt_file
 
 CHECKPOINT, METRICS, WEIGHTS = "checkpoint.pt", "metrics.jsonl", "weights.safetensors"
 RESUMABLE_CHANGES = ("train.epochs", "train.checkpoint_every", "eval.every", "eval.per_tag",
                      "eval.images_per_prompt", "model.device")
 
 
-# ---------------------------------------------------------------- distributed
-@dataclasses.dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_dist(device: str) -> tuple[Dist, str]:
-    """Under ``torchrun`` (``WORLD_SIZE`` > 1) join the process group — NCCL on CUDA, gloo on
-    CPU — and give each rank its own GPU; otherwise one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist(), device
-    import torch.distributed as dist
-
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = device.startswith("cuda")
-    if cuda:
-        device = f"cuda:{local}"
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return Dist(rank, world), device
-
-
-def gather(x: torch.Tensor, d: Dist) -> torch.Tensor:
-    """Rank r holds global indices ``r, r+W, r+2W, ...``; returns all of them in global order."""
-    if d.world == 1:
-        return x
-    import torch.distributed as dist
-
-    parts = [torch.empty_like(x) for _ in range(d.world)]
-    dist.all_gather(parts, x.contiguous())
-    return torch.stack(parts, 1).reshape(-1, *x.shape[1:])
-
-
-def average_grads(params: list[torch.nn.Parameter], d: Dist) -> None:
-    if d.world == 1:
-        return
-    import torch.distributed as dist
-
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad /= d.world
-
-
-def all_mean(values: dict[str, float], d: Dist) -> dict[str, float]:
-    if d.world == 1 or not values:
-        return values
-    import torch.distributed as dist
-
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: float(v) / d.world for k, v in zip(keys, t)}
-
-
-def param_spread(params, d: Dist) -> float:
-    """The largest difference between ranks of any parameter (0.0: all ranks hold the same
-    weights, as averaged gradients and identical optimiser steps should give)."""
-    import torch.distributed as dist
-
-    flat = torch.cat([p.detach().reshape(-1).double().cpu() for p in params])
-    lo, hi = flat.clone(), flat.clone()
-    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
-    return float((hi - lo).max())
-
-
-def barrier(d: Dist) -> None:
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-# ---------------------------------------------------------------- parameters
 class ParamCopy:
     """A copy of the trainable parameters: the old policy (an EMA, DiffusionNFT), the frozen
     reference (KL), ... ``applied`` swaps it into the live parameters for a pass."""
@@ -208,198 +126,6 @@ def export_weights(gen, path: Path, lora: bool) -> None:
         save_lora(gen.denoiser, path)
 
 
-# ---------------------------------------------------------------- prompts
-def epoch_prompts(s, seed: int, epoch: int) -> list[tuple[str, dict | None]]:
-    """The ``prompts_per_epoch`` prompts (with their ShapeWorld records) of an epoch, fixed by
-    ``(seed, epoch)``: the train split drawn by tag weight, or lines of a prompt file."""
-    rng = np.random.default_rng([seed, epoch, 7])
-    if s.prompts == "shapeworld":
-        from ..world.prompts import compositions
-        from ..world.records import TAGS
-
-        weights = np.array([getattr(s.tags, t) for t in TAGS], dtype=float)
-        pools = [compositions(t, "train", colored_counting=True) for t in TAGS]
-        weights[[not p for p in pools]] = 0
-        tags = rng.choice(len(TAGS), size=s.prompts_per_epoch, p=weights / weights.sum())
-        recs = [pools[t][rng.integers(len(pools[t]))] for t in tags]
-        return [(r["prompt"], r) for r in recs]
-    entries = prompt_entries(s.prompts)
-    return [entries[i] for i in rng.integers(len(entries), size=s.prompts_per_epoch)]
-
-
-def prompt_entries(path) -> list[tuple[str, dict | None]]:
-    """A ``.txt`` file (one prompt per line) or GenEval metadata ``.jsonl`` (records, passed
-    to the rewards as metadata)."""
-    from ..world.records import RecordError, load_records
-
-    if str(path).endswith(".jsonl"):
-        try:
-            return [(r["prompt"], r) for r in load_records(path)]
-        except (OSError, RecordError, KeyError) as e:
-            raise ConfigError(f"cannot read prompt records {path}: {e}") from None
-    return [(p, None) for p in prompt_file(path)]
-
-
-def prompt_file(path) -> list[str]:
-    try:
-        lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read prompt file {path}: {e.strerror if isinstance(e, OSError) else e}") from None
-    if not lines:
-        raise ConfigError(f"prompt file {path} has no prompts")
-    return lines
-
-
-def sample_seed(seed: int, epoch: int, index: int, salt: int = 0) -> int:
-    return int(np.random.default_rng([seed, epoch, index, salt]).integers(2**31 - 1))
-
-
-# ---------------------------------------------------------------- rewards
-class Rewarder:
-    """The rewards of ``RewardSettings`` and the monitors: raw scores per reward (NaN where a
-    reward marks an image invalid), then one aggregated signal."""
-
-    def __init__(self, s):
-        from ..rewards import load
-        from ..rewards.registry import parse_options
-
-        if s.weights and len(s.weights) != len(s.names):
-            raise ConfigError(f"reward.weights has {len(s.weights)} values for {len(s.names)} rewards")
-        if not s.names:
-            raise ConfigError("reward.names is empty: name at least one reward (rewardlab rewards lists them)")
-        try:
-            opts = parse_options(list(s.options))
-            unknown = set(opts) - set(s.names) - set(s.monitors)
-            if unknown:
-                raise ValueError(f"options for rewards that are not used: {', '.join(sorted(unknown))}")
-            self.rewards = {n: load(n, **opts.get(n, {})) for n in s.names}
-            self.monitors = {n: load(n, **opts.get(n, {})) for n in s.monitors}
-        except (KeyError, ValueError, TypeError) as e:
-            raise ConfigError(str(e).strip("'\"")) from None
-        self.weights = dict(zip(s.names, s.weights or [1.0] * len(s.names)))
-        self.aggregate = s.aggregate
-
-    def score(self, images, prompts, metadata) -> dict[str, torch.Tensor]:
-        out = {}
-        for name, reward in {**self.rewards, **self.monitors}.items():
-            r = reward(images, list(prompts), metadata)
-            out[name] = torch.where(r.valid, r.scores.float(), torch.tensor(float("nan")))
-        return out
-
-    def combine(self, scores: dict[str, torch.Tensor], groups: torch.Tensor) -> torch.Tensor:
-        from ..rewards import combine
-
-        own = {k: scores[k] for k in self.rewards}
-        if self.aggregate == "decoupled":
-            return combine.decoupled_advantages(own, groups, self.weights)
-        if self.aggregate == "log_tamed":
-            return combine.log_tamed(own, self.weights)
-        return combine.weighted_sum(own, self.weights)
-
-
-# ---------------------------------------------------------------- rollouts
-@dataclasses.dataclass
-class Rollouts:
-    """This rank's share of an epoch: global indices ``rank::world`` of ``prompts_per_epoch ×
-    group_size`` samples, sample i in group ``i % prompts_per_epoch``."""
-
-    prompts: list[str]
-    records: list[dict | None]
-    index: torch.Tensor  # [n] global sample indices
-    cond: Cond
-    traj: Trajectory  # latents, log-probs, images (the whole local batch)
-    scores: dict[str, torch.Tensor]  # every reward and monitor, gathered [N]
-    rewards: torch.Tensor  # aggregated, gathered [N]
-    groups: torch.Tensor  # [N]
-    all_prompts: list[str]  # [N]
-    diversity: float
-
-    def local(self, x: torch.Tensor) -> torch.Tensor:
-        """This rank's entries of a gathered ``[N]`` tensor."""
-        return x[self.index]
-
-
-def rollouts(run, epoch: int, *, stochastic: bool, window: tuple[int, int] | None = None) -> Rollouts:
-    """Sample this rank's rollouts of ``epoch`` (in batches of ``sample.batch_size``), score
-    them, and gather rewards from every rank."""
-    from ..generators.sampling import sample
-
-    s, d = run.cfg.sample, run.dist
-    pairs = epoch_prompts(s, run.cfg.train.seed, epoch)
-    n_total = s.prompts_per_epoch * s.group_size
-    index = torch.arange(d.rank, n_total, d.world)
-    groups_all = torch.arange(n_total) % s.prompts_per_epoch
-    prompts = [pairs[int(g)][0] for g in groups_all[index]]
-    records = [pairs[int(g)][1] for g in groups_all[index]]
-    seeds = [sample_seed(run.cfg.train.seed, epoch, int(i)) for i in index]
-    t0 = time.perf_counter()
-    cond = run.gen.condition(prompts)
-    trajs = []
-    with torch.no_grad():
-        for b in range(0, len(prompts), s.batch_size):
-            trajs.append(sample(run.gen, cond[b:b + s.batch_size], seeds=seeds[b:b + s.batch_size], steps=s.steps,
-                                guidance=s.guidance, stochastic=stochastic, window=window))
-    traj = cat_trajectories(trajs)
-    t1 = time.perf_counter()
-    meta = records if all(r is not None for r in records) else None
-    local = run.rewarder.score(traj.images, prompts, meta)
-    scores = {k: gather(v, d) for k, v in local.items()}
-    rewards = run.rewarder.combine(scores, groups_all)
-    run.timer["sampling"] += t1 - t0
-    run.timer["reward"] += time.perf_counter() - t1
-    all_prompts = [pairs[int(g)][0] for g in groups_all]
-    div = gather(group_diversity(traj.images, groups_all[index]).reshape(1), d).mean().item()
-    return Rollouts(prompts, records, index, cond, traj, scores, rewards, groups_all, all_prompts, div)
-
-
-def cat_trajectories(trajs: list[Trajectory]) -> Trajectory:
-    if len(trajs) == 1:
-        return trajs[0]
-    t = trajs[0]
-    cat = lambda name: None if getattr(t, name) is None else torch.cat([getattr(x, name) for x in trajs])
-    return dataclasses.replace(t, prompts=sum((x.prompts for x in trajs), []), latents=cat("latents"),
-                               log_probs=cat("log_probs"), images=cat("images"), x0_preds=cat("x0_preds"),
-                               seeds=sum((x.seeds for x in trajs), []))
-
-
-def group_diversity(images: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Mean pairwise RMS distance between the images of a group (the hacking monitor's
-    collapse signal), averaged over groups with at least two images here."""
-    vals = []
-    for g in groups.unique():
-        x = images[groups == g].flatten(1).float()
-        if len(x) > 1:
-            dist = torch.cdist(x, x) / math.sqrt(x.shape[1])
-            vals.append(dist.sum() / (len(x) * (len(x) - 1)))
-    return torch.stack(vals).mean() if vals else torch.tensor(0.0)
-
-
-def minibatches(run) -> list[slice]:
-    """Local slices of each optimiser step: global minibatch j is indices ``[jM, (j+1)M)``, of
-    which this rank holds every ``world``-th — so W ranks take the same steps as one process."""
-    n_local = run.cfg.sample.prompts_per_epoch * run.cfg.sample.group_size // run.dist.world
-    m = n_local // run.cfg.train.minibatches
-    return [slice(j * m, (j + 1) * m) for j in range(run.cfg.train.minibatches)]
-
-
-def reward_metrics(batch: Rollouts) -> dict[str, float]:
-    finite = batch.rewards[torch.isfinite(batch.rewards)]
-    out = {"reward_mean": _nanmean(batch.rewards),
-           "reward_std": float(finite.std(unbiased=False)) if len(finite) else float("nan"),
-           "diversity": batch.diversity}
-    for k, v in batch.scores.items():
-        out[f"score/{k}"] = _nanmean(v)
-    flat = [float(batch.rewards[batch.groups == g].std(unbiased=False)) == 0.0 for g in batch.groups.unique()]
-    out["flat_groups"] = float(np.mean(flat))
-    return out
-
-
-def _nanmean(x: torch.Tensor) -> float:
-    x = x[torch.isfinite(x)]
-    return float(x.mean()) if len(x) else float("nan")
-
-
-# ---------------------------------------------------------------- the run
 class Run:
     """A recipe's state: config, generator, parameters, optimiser, rewards, output folder."""
 
@@ -413,16 +139,15 @@ class Run:
         self.config_dict = flat_config(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         self.start_epoch = self._check_checkpoint()
+        self.rewarder = Rewarder(cfg.reward)
+        self.gen, self.params = load_policy(cfg.model, device)
         if self.dist.main:  # the settings of this run, as a preset that reproduces it
             from ..config import to_yaml
 
             with atomic_path(self.out / "config.yaml") as tmp:
                 tmp.write_text(to_yaml(cfg))
-        self.rewarder = Rewarder(cfg.reward)
-        self.gen, self.params = load_policy(cfg.model, device)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.copies: dict[str, ParamCopy] = {}
-        self.extra: dict[str, Any] = {}
         self.progress = progress
         self.timer: dict[str, float] = {"sampling": 0.0, "reward": 0.0, "training": 0.0}
         self.metrics: dict[str, float] = {}
@@ -625,7 +350,7 @@ def _evaluate(run: Run, epoch: int) -> dict[str, float]:
         prompts = prompt_file(e.prompts) if e.prompts else [p for p, _ in epoch_prompts(run.cfg.sample, 12345, 0)]
         prompts = [p for p in prompts[:e.per_tag * 6] for _ in range(e.images_per_prompt)]
         images = generate_images(run.gen, prompts, list(range(len(prompts))), steps=e.steps, guidance=e.guidance)
-        out = {f"eval/{k}": _nanmean(v) for k, v in run.rewarder.score(images, prompts, None).items()}
+        out = {f"eval/{k}": nanmean(v) for k, v in run.rewarder.score(images, prompts, None).items()}
     save_png(grid(to_uint8(images[:64].cpu()), 8), run.out / "grids" / f"epoch_{epoch:05d}.png", scale=2)
     return out
 
@@ -644,6 +369,8 @@ def check_config(cfg) -> None:
         raise ConfigError(f"unknown generator {cfg.model.generator!r}; expected one of {', '.join(GENERATORS)}")
     if cfg.sample.prompts == "shapeworld" and kind != "shapeworld":
         raise ConfigError(f"sample.prompts='shapeworld' is the ShapeWorld train split; give {kind} a prompt file")
+    if cfg.sample.prompts == "shapeworld" and not any(dataclasses.astuple(cfg.sample.tags)):
+        raise ConfigError("every sample.tags weight is 0: no ShapeWorld prompt could be drawn")
     if cfg.sample.prompts != "shapeworld":
         prompt_entries(cfg.sample.prompts)
     if cfg.eval.prompts is not None:

@@ -24,7 +24,8 @@ import torch
 
 from ..config import ConfigError
 from ..generators.sampling import step
-from .common import WEIGHTS, ParamCopy, minibatches, reward_metrics, rollouts, start
+from .common import WEIGHTS, ParamCopy, start
+from .rollouts import minibatches, reward_metrics, rollouts
 from .config import GRPOConfig
 from .losses import PerPromptStats, gaussian_kl, group_advantages, guard_log_ratio, ppo_clip, ratio_stats
 

@@ -25,7 +25,8 @@ import torch
 
 from ..generators.guidance import guided
 from ..generators.steps import broadcast_level
-from .common import WEIGHTS, ParamCopy, minibatches, reward_metrics, rollouts, sample_seed, start
+from .common import WEIGHTS, ParamCopy, start
+from .rollouts import minibatches, reward_metrics, rollouts, sample_seed
 from .config import NFTConfig
 from .losses import group_advantages, matching_log_prob, nft_loss, optimality_prob, ppo_clip, ratio_stats
 

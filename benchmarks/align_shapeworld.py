@@ -1,0 +1,155 @@
+"""Does a reward make the ShapeWorld model better? Before/after GenEval-style tables of the
+alignment recipes, beside a compute-matched supervised baseline.
+
+    # 1. train (resumable; rerun the same command after an interruption)
+    rewardlab train nft --config configs/nft_shapeworld.yaml -o runs/nft_shapeworld
+    # 2. judge a run's weights on the whole eval split (4 images per prompt, as eval geneval)
+    python benchmarks/align_shapeworld.py eval nft runs/nft_shapeworld
+    # 3. the baseline: the same minutes of continued supervised training (world train, init=shipped)
+    python benchmarks/align_shapeworld.py baseline --minutes M
+    # 4. the table (benchmarks/results/align_shapeworld.{json,md}); --ship copies the best weights
+    python benchmarks/align_shapeworld.py table [--ship]
+
+"before" is benchmarks/results/geneval_base.json (the shipped model, same settings);
+train minutes are the runs' own epoch times (sampling + reward + update, periodic evals
+excluded), from metrics.jsonl.
+"""
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+OUT = RESULTS / "align_shapeworld.json"
+SHIPPED = RESULTS / "align_shapeworld_best.safetensors"
+
+
+def geneval(weights: Path | None, out: Path) -> dict:
+    from rewardlab.eval.geneval import generator_sampler, held_out_split, run_geneval, summarize
+    from rewardlab.generators import load_generator
+    from rewardlab.world.prompts import prompt_set_path
+    from rewardlab.world.records import load_records
+
+    gen = load_generator("shapeworld" if weights is None else f"shapeworld:{weights}")
+    results = run_geneval(generator_sampler(gen), None, load_records(prompt_set_path("eval")), 4, out)
+    s = summarize(results)
+    table = {t: round(acc, 4) for t, (acc, _, _) in s["tags"].items()}
+    table["overall"] = round(s["overall"], 4)
+    table["held_out"] = {k: round(a, 4) for k, (a, n) in held_out_split(results).items()}
+    return table
+
+
+def load() -> dict:
+    return json.loads(OUT.read_text()) if OUT.exists() else {}
+
+
+def save(data: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    OUT.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def before() -> dict:
+    base = json.loads((RESULTS / "geneval_base.json").read_text())["summary"]
+    table = {t: round(v[0], 4) for t, v in base["tags"].items()}
+    table["overall"] = round(base["overall"], 4)
+    return table
+
+
+def cmd_eval(args) -> None:
+    run = Path(args.run)
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if r["epoch"] > 0]
+    minutes = sum(r["time/epoch"] for r in trained) / 60
+    after = geneval(run / "weights.safetensors", Path(args.out) / args.name)
+    data = load()
+    data[args.name] = {"before": before(), "after": after, "train_minutes": round(minutes, 1),
+                       "rollouts": trained[-1]["rollouts"], "updates": trained[-1]["updates"],
+                       "epochs": trained[-1]["epoch"], "run": str(run), "weights": str(run / "weights.safetensors"),
+                       "config": str(run / "config.yaml")}
+    save(data)
+    print(json.dumps(data[args.name], indent=2))
+
+
+def cmd_baseline(args) -> None:
+    """Continued supervised training of the shipped model for ``--minutes``: the steps are set
+    from a timed 20-step probe, then `world train` with init = the shipped weights."""
+    from rewardlab.config import load_config
+    from rewardlab.train_configs import TrainConfig
+    from rewardlab.world.model import WEIGHTS_PATH
+    from rewardlab.world.train import train
+
+    out = Path(args.out) / "baseline_run"
+    over = {"init": str(WEIGHTS_PATH), "lr": args.lr, "warmup": 0, "ema_decay": 0.99, "checkpoint_every": 50}
+    probe = Path(args.out) / "baseline_probe"
+    shutil.rmtree(probe, ignore_errors=True)
+    t0 = time.perf_counter()
+    train(load_config(TrainConfig, None, {**over, "steps": 20}), probe)
+    per_step = (time.perf_counter() - t0) / 20
+    steps = max(20, int(args.minutes * 60 / per_step))
+    t0 = time.perf_counter()
+    weights = train(load_config(TrainConfig, None, {**over, "steps": steps}), out)
+    minutes = (time.perf_counter() - t0) / 60
+    data = load()
+    data["supervised_baseline"] = {"before": before(), "after": geneval(weights, Path(args.out) / "baseline"),
+                                   "train_minutes": round(minutes, 1), "steps": steps,
+                                   "images_seen": steps * 64, "settings": over, "weights": str(weights)}
+    save(data)
+    print(json.dumps(data["supervised_baseline"], indent=2))
+
+
+def demo_grids(weights: Path) -> None:
+    """The demo prompts (rows) × 8 seeds, before and after, at the library's sampling defaults."""
+    from rewardlab.cli.run import DEMO_PROMPTS
+    from rewardlab.generators import load_generator
+    from rewardlab.generators.sampling import generate_images
+    from rewardlab.images import grid, save_png, to_uint8
+
+    prompts = [p for p in DEMO_PROMPTS for _ in range(8)]
+    for name, spec in (("before", "shapeworld"), ("after", f"shapeworld:{weights}")):
+        images = generate_images(load_generator(spec), prompts, list(range(len(prompts))))
+        save_png(grid(to_uint8(images), 8), RESULTS / f"align_shapeworld_{name}.png", scale=3)
+
+
+def cmd_table(args) -> None:
+    data = load()
+    recipes = [k for k in ("grpo", "nft") if k in data]
+    best = max(recipes, key=lambda k: data[k]["after"]["overall"]) if recipes else None
+    data["best"] = best
+    if best and args.ship:
+        shutil.copyfile(data[best]["weights"], SHIPPED)
+        data["best_weights"] = str(SHIPPED.relative_to(Path(__file__).parent.parent))
+        demo_grids(SHIPPED)
+    save(data)
+    tags = ["single_object", "two_object", "counting", "colors", "position", "color_attr", "overall"]
+    lines = ["| run | minutes | rollouts | " + " | ".join(tags) + " |", "|---" * (len(tags) + 3) + "|",
+             "| shipped model | — | — | " + " | ".join(f"{before()[t]:.3f}" for t in tags) + " |"]
+    for k in recipes + (["supervised_baseline"] if "supervised_baseline" in data else []):
+        d = data[k]
+        lines.append(f"| {k} | {d['train_minutes']} | {d.get('rollouts', d.get('images_seen'))} | "
+                     + " | ".join(f"{d['after'][t]:.3f}" for t in tags) + " |")
+    text = "\n".join(lines)
+    (RESULTS / "align_shapeworld.md").write_text(text + "\n")
+    print(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("eval", help="judge a run's weights on the whole eval split")
+    e.add_argument("name", choices=["grpo", "nft"])
+    e.add_argument("run")
+    b = sub.add_parser("baseline", help="continued supervised training for the same minutes")
+    b.add_argument("--minutes", type=float, required=True)
+    b.add_argument("--lr", type=float, default=6e-5, help="the shipped run's final learning rate")
+    t = sub.add_parser("table", help="write the table; --ship copies the best weights into results/")
+    t.add_argument("--ship", action="store_true")
+    for p in (e, b):
+        p.add_argument("--out", default="outputs/align_shapeworld")
+    args = ap.parse_args()
+    {"eval": cmd_eval, "baseline": cmd_baseline, "table": cmd_table}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
