@@ -18,7 +18,7 @@ def train(
     recipe: str = typer.Argument(..., help=f"The recipe — {RECIPE_HELP}."),
     overrides: Optional[List[str]] = typer.Argument(
         None, metavar="[KEY=VALUE]...", show_default=False,
-        help="Settings by dotted name, e.g. train.lr=1e-4 sample.group_size=8 reward.names=[shapeworld]."),
+        help="Settings by dotted name, e.g. train.lr=1e-4 sample.group_size=8 reward.names=shapeworld,shapeclip."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML preset (see configs/); KEY=VALUE overrides it."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Run folder (default: runs/RECIPE). Rerunning the "
                                                                    "same command resumes from its checkpoint."),
