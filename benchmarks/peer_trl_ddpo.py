@@ -6,7 +6,8 @@ settings: DDIM eta 1 for ``--steps`` steps, guidance 5 in sampling and training,
 stochastic and trained on, per-prompt running advantage statistics (buffer 32, min count 16),
 advantages clipped at 5, PPO clip 1e-4, AdamW lr 3e-4, fp32, the JPEG-compressibility reward
 (minus the JPEG size in kB at quality 95), the same samples per epoch (prompts x group size) and
-the same optimiser steps per epoch (``--minibatches``), and the same thread count.
+the same optimiser steps per epoch (``--minibatches``), gradients through both halves of
+guidance (rewardlab's ``train_uncond=true``, as TRL does), and the same thread count.
 
 TRL 0.23.1 needs transformers 4.x, so it runs in its own venv ``.venv-trl`` (created here if
 missing, torch 2.13.0 CPU first) through benchmarks/peer_trl_ddpo_trl.py; rewardlab runs as
@@ -108,8 +109,8 @@ def rewardlab_epochs(a, folder: Path, prompts: Path, tag: str) -> list[float]:
            f"sample.group_size={a.group_size}", f"sample.prompts_per_epoch={a.prompts_per_epoch}",
            f"sample.batch_size={a.batch_size}", "reward.names=[jpeg_compressibility]", "reward.options=[]",
            f"train.epochs={a.epochs}", f"train.lr={a.lr}", f"train.minibatches={a.minibatches}",
-           "advantage=running", "clip_range=1e-4", "adv_clip=5", "window=0", "eval.every=0", "eval.per_tag=1",
-           "eval.images_per_prompt=1", "eval.steps=2", f"eval.prompts={prompts}"]
+           "advantage=running", "clip_range=1e-4", "adv_clip=5", "window=0", "train_uncond=true", "eval.every=0",
+           "eval.per_tag=1", "eval.images_per_prompt=1", "eval.steps=2", f"eval.prompts={prompts}"]
     run(cmd, a.out / f"{tag}.log", thread_env(a.threads))
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     return [r["time/epoch"] for r in rows if "time/epoch" in r]
