@@ -176,3 +176,14 @@ def test_bad_settings_fail_before_any_work(tmp_path, tiny_shapeworld_weights, re
 def test_unknown_key_is_a_config_error(tiny_shapeworld_weights):
     with pytest.raises(ConfigError, match="unknown setting 'train.lrr'"):
         tiny("nft", tiny_shapeworld_weights, "train.lrr=1")
+
+
+def test_nft_trains_at_the_samplers_own_high_noise_levels(tmp_path, tiny_shapeworld_weights, monkeypatch):
+    from rewardlab.generators.shapeworld import ShapeWorldGenerator
+
+    seen, real = [], ShapeWorldGenerator.add_noise
+    monkeypatch.setattr(ShapeWorldGenerator, "add_noise", lambda self, x0, eps, t: seen.append(t) or real(self, x0, eps, t))
+    cfg = tiny("nft", tiny_shapeworld_weights, "train.epochs=1", "eval.every=0", "timesteps=4", "min_level=0.7",
+               "skip_flat_groups=false")
+    recipe_train("nft")(cfg, tmp_path)
+    assert sorted(torch.cat(seen).unique().tolist()) == [0.75, 1.0]  # of the 4-step schedule 1, .75, .5, .25

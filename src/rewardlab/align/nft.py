@@ -70,6 +70,8 @@ def minibatch_loss(run, cfg: NFTConfig, batch, x0, adv, keep, mb: slice, epoch: 
     gen, traj = run.gen, batch.traj
     idx, x0, adv, keep = batch.index[mb], x0[mb], adv[mb], keep[mb].float()
     levels = traj.timesteps[:traj.num_steps]
+    high = noise_fraction(gen, levels) >= cfg.min_level
+    levels = levels[high] if high.any() else levels[:1]  # at least the noisiest
     K = min(cfg.timesteps, len(levels))
     t_list, eps_list = [], []
     for i in idx.tolist():
@@ -108,6 +110,13 @@ def minibatch_loss(run, cfg: NFTConfig, batch, x0, adv, keep, mb: slice, epoch: 
     loss = (per * keepk).sum() / keepk.sum().clamp_min(1)
     stats.update(loss=loss.item(), kept=keep.mean().item())
     return loss, stats
+
+
+def noise_fraction(gen, levels: torch.Tensor) -> torch.Tensor:
+    """How much of x_t is noise at each level, in [0, 1]: σ for flows, √(1−ᾱ_t) for SD."""
+    if hasattr(gen, "alpha_bar"):
+        return (1 - gen.alpha_bar(levels)).sqrt()
+    return levels.float()
 
 
 def predict_x0(gen, x_t: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
