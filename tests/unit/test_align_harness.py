@@ -45,7 +45,8 @@ def test_nft_trains_logs_and_exports(tmp_path, tiny_shapeworld_weights):
     out = recipe_train("nft")(tiny("nft", tiny_shapeworld_weights), tmp_path)
     rows = metrics(tmp_path)
     assert [r["epoch"] for r in rows] == [0, 1, 2]
-    for key in ("reward_mean", "reward_std", "score/jpeg_compressibility", "score/shapeworld", "loss", "grad_norm", "diversity", "eval/overall",
+    for key in ("reward_mean", "reward_std", "score/jpeg_compressibility", "score/shapeworld", "reward/position",
+                "loss", "grad_norm", "diversity", "eval/overall",
                 "eval/position"):
         assert key in rows[-1], key
     assert rows[-1]["updates"] == 4  # 2 epochs × 2 minibatches
@@ -64,7 +65,8 @@ def test_resume_is_bit_exact(tmp_path, tiny_shapeworld_weights, recipe):
     recipe_train(recipe)(tiny(recipe, tiny_shapeworld_weights, "train.epochs=3"), straight)
     recipe_train(recipe)(tiny(recipe, tiny_shapeworld_weights, "train.epochs=2"), split)
     recipe_train(recipe)(tiny(recipe, tiny_shapeworld_weights, "train.epochs=3"), split)  # resumes at 2
-    a, b = torch.load(straight / "checkpoint.pt", weights_only=True), torch.load(split / "checkpoint.pt", weights_only=True)
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(split / "checkpoint.pt", weights_only=True)
     for x, y in zip(a["model"]["params"], b["model"]["params"]):
         assert torch.equal(x, y)
     assert metrics(straight) == metrics(split)
@@ -182,7 +184,8 @@ def test_nft_trains_at_the_samplers_own_high_noise_levels(tmp_path, tiny_shapewo
     from rewardlab.generators.shapeworld import ShapeWorldGenerator
 
     seen, real = [], ShapeWorldGenerator.add_noise
-    monkeypatch.setattr(ShapeWorldGenerator, "add_noise", lambda self, x0, eps, t: seen.append(t) or real(self, x0, eps, t))
+    monkeypatch.setattr(ShapeWorldGenerator, "add_noise",
+                        lambda self, x0, eps, t: seen.append(t) or real(self, x0, eps, t))
     cfg = tiny("nft", tiny_shapeworld_weights, "train.epochs=1", "eval.every=0", "timesteps=4", "min_level=0.7",
                "skip_flat_groups=false")
     recipe_train("nft")(cfg, tmp_path)

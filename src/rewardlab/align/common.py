@@ -134,7 +134,8 @@ class Run:
         check_config(cfg)
         self.dist, device = init_dist(cfg.model.device)
         if cfg.sample.prompts_per_epoch * cfg.sample.group_size % (self.dist.world * cfg.train.minibatches):
-            raise ConfigError(f"prompts_per_epoch × group_size = {cfg.sample.prompts_per_epoch * cfg.sample.group_size}"
+            n = cfg.sample.prompts_per_epoch * cfg.sample.group_size
+            raise ConfigError(f"prompts_per_epoch × group_size = {n}"
                               f" must divide into {cfg.train.minibatches} minibatches on {self.dist.world} ranks")
         self.config_dict = flat_config(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -335,7 +336,8 @@ def _evaluate(run: Run, epoch: int) -> dict[str, float]:
         from ..world.prompts import is_held_out, prompt_set_path
         from ..world.records import TAGS, load_records
 
-        records = [r for t in TAGS for r in [x for x in load_records(prompt_set_path("eval")) if x["tag"] == t][:e.per_tag]]
+        evalset = load_records(prompt_set_path("eval"))
+        records = [r for t in TAGS for r in [x for x in evalset if x["tag"] == t][:e.per_tag]]
         recs = [r for r in records for _ in range(e.images_per_prompt)]
         seeds = [1_000_000 + i for i in range(len(recs))]
         images = to_tensor(to_uint8(generate_images(run.gen, [r["prompt"] for r in recs], seeds, steps=e.steps,

@@ -117,6 +117,7 @@ class Rollouts:
     rewards: torch.Tensor  # aggregated, gathered [N]
     groups: torch.Tensor  # [N]
     all_prompts: list[str]  # [N]
+    all_tags: list[str | None]  # [N]: the records' GenEval tags, where prompts have records
     diversity: float
 
     def local(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,8 +154,9 @@ def rollouts(run, epoch: int, *, stochastic: bool, window: tuple[int, int] | Non
     run.timer["sampling"] += t1 - t0
     run.timer["reward"] += time.perf_counter() - t1
     all_prompts = [pairs[int(g)][0] for g in groups_all]
+    all_tags = [(pairs[int(g)][1] or {}).get("tag") for g in groups_all]
     div = gather(group_diversity(traj.images, groups_all[index]).reshape(1), d).mean().item()
-    return Rollouts(prompts, records, index, cond, traj, scores, rewards, groups_all, all_prompts, div)
+    return Rollouts(prompts, records, index, cond, traj, scores, rewards, groups_all, all_prompts, all_tags, div)
 
 
 def cat_trajectories(trajs: list[Trajectory]) -> Trajectory:
@@ -196,6 +198,8 @@ def reward_metrics(batch: Rollouts) -> dict[str, float]:
         out[f"score/{k}"] = nanmean(v)
     flat = [float(batch.rewards[batch.groups == g].std(unbiased=False)) == 0.0 for g in batch.groups.unique()]
     out["flat_groups"] = float(np.mean(flat))
+    for tag in sorted({t for t in batch.all_tags if t}):  # which kinds of prompt the reward rises on
+        out[f"reward/{tag}"] = nanmean(batch.rewards[torch.tensor([t == tag for t in batch.all_tags])])
     return out
 
 
