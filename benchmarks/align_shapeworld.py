@@ -64,9 +64,17 @@ def cmd_eval(args) -> None:
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     trained = [r for r in rows if r["epoch"] > 0]
     minutes = sum(r["time/epoch"] for r in trained) / 60
-    after = geneval(run / "weights.safetensors", Path(args.out) / args.name)
+    start = before()
+    if args.periodic:  # the run's own first and last evaluations (fewer images), not the whole eval split
+        evals = [r for r in rows if "eval/overall" in r]
+        start, after = ({k[5:]: round(v, 4) for k, v in r.items() if k.startswith("eval/")}
+                        for r in (evals[0], evals[-1]))
+        after["evaluation"] = start["evaluation"] = (f"the run's periodic evals at epochs {evals[0]['epoch']} and "
+                                                     f"{evals[-1]['epoch']} (16 records per tag x 2 images)")
+    else:
+        after = geneval(run / "weights.safetensors", Path(args.out) / args.name)
     data = load()
-    data[args.name] = {"before": before(), "after": after, "train_minutes": round(minutes, 1),
+    data[args.name] = {"before": start, "after": after, "train_minutes": round(minutes, 1),
                        "rollouts": trained[-1]["rollouts"], "updates": trained[-1]["updates"],
                        "epochs": trained[-1]["epoch"], "run": str(run), "weights": str(run / "weights.safetensors"),
                        "config": str(run / "config.yaml")}
@@ -93,8 +101,9 @@ def cmd_baseline(args) -> None:
     t0 = time.perf_counter()
     weights = train(load_config(TrainConfig, None, {**over, "steps": steps}), out)
     minutes = (time.perf_counter() - t0) / 60
-    data = load()
-    data["supervised_baseline"] = {"before": before(), "after": geneval(weights, Path(args.out) / "baseline"),
+    after = geneval(weights, Path(args.out) / "baseline")
+    data = load()  # after the long evaluation: another command may have written meanwhile
+    data["supervised_baseline"] = {"before": before(), "after": after,
                                    "train_minutes": round(minutes, 1), "steps": steps,
                                    "images_seen": steps * 64, "settings": over, "weights": str(weights)}
     save(data)
@@ -117,7 +126,8 @@ def demo_grids(weights: Path) -> None:
 def cmd_table(args) -> None:
     data = load()
     recipes = [k for k in ("grpo", "nft") if k in data]
-    best = max(recipes, key=lambda k: data[k]["after"]["overall"]) if recipes else None
+    full = [k for k in recipes if "evaluation" not in data[k]["after"]]  # judged on the whole eval split
+    best = max(full, key=lambda k: data[k]["after"]["overall"]) if full else None
     data["best"] = best
     if best and args.ship:
         shutil.copyfile(data[best]["weights"], SHIPPED)
@@ -129,6 +139,9 @@ def cmd_table(args) -> None:
              "| shipped model | — | — | " + " | ".join(f"{before()[t]:.3f}" for t in tags) + " |"]
     for k in recipes + (["supervised_baseline"] if "supervised_baseline" in data else []):
         d = data[k]
+        if "evaluation" in d["after"]:  # a run's own smaller eval: its start beside its end
+            lines.append(f"| {k}, before ({d['after']['evaluation']}) | 0 | 0 | "
+                         + " | ".join(f"{d['before'][t]:.3f}" for t in tags) + " |")
         lines.append(f"| {k} | {d['train_minutes']} | {d.get('rollouts', d.get('images_seen'))} | "
                      + " | ".join(f"{d['after'][t]:.3f}" for t in tags) + " |")
     text = "\n".join(lines)
@@ -166,6 +179,7 @@ def main() -> None:
     e = sub.add_parser("eval", help="judge a run's weights on the whole eval split")
     e.add_argument("name", choices=["grpo", "nft"])
     e.add_argument("run")
+    e.add_argument("--periodic", action="store_true", help="take the run's last periodic evaluation instead")
     b = sub.add_parser("baseline", help="continued supervised training for the same minutes")
     b.add_argument("--minutes", type=float, required=True)
     b.add_argument("--lr", type=float, default=6e-5, help="the shipped run's final learning rate")
