@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from rewardlab.eval.geneval import (first_per_tag, format_summary, judge_folder, load_results, run_geneval,
-                                    summarize)
+from rewardlab.eval.geneval import format_summary, judge_folder, load_results, run_geneval, summarize
 from rewardlab.images import to_tensor
 from rewardlab.rewards import load
 from rewardlab.rewards.base import RewardError
 from rewardlab.world.prompts import build_prompt_sets
+from rewardlab.world.records import first_per_tag
 from rewardlab.world.render import render_record
 
 

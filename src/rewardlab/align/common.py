@@ -334,10 +334,9 @@ def _evaluate(run: Run, epoch: int) -> dict[str, float]:
     if run.gen.name == "shapeworld" and e.prompts is None:
         from ..rewards import load
         from ..world.prompts import is_held_out, prompt_set_path
-        from ..world.records import TAGS, load_records
+        from ..world.records import TAGS, first_per_tag, load_records
 
-        evalset = load_records(prompt_set_path("eval"))
-        records = [r for t in TAGS for r in [x for x in evalset if x["tag"] == t][:e.per_tag]]
+        records = first_per_tag(load_records(prompt_set_path("eval")), e.per_tag)
         recs = [r for r in records for _ in range(e.images_per_prompt)]
         seeds = [1_000_000 + i for i in range(len(recs))]
         images = to_tensor(to_uint8(generate_images(run.gen, [r["prompt"] for r in recs], seeds, steps=e.steps,

@@ -37,8 +37,8 @@ def eval_geneval(
                                     "shapeworld): an image is correct when its score is at least this."),
 ):
     """Generate for every prompt, judge each image, write GenEval's layout and print its summary."""
-    from ..eval.geneval import clear_output, first_per_tag, format_summary, held_out_split, run_geneval, summarize
-    from ..world.records import RecordError, load_records
+    from ..eval.geneval import clear_output, format_summary, held_out_split, run_geneval, summarize
+    from ..world.records import RecordError, first_per_tag, load_records
 
     try:
         records = load_records(_resolve_prompts(prompts))

@@ -83,10 +83,10 @@ def demo(cfg: SampleConfig,
          per_tag: int = typer.Option(12, min=1, help="Eval records per tag for the quick GenEval table."),
          images_per_prompt: int = typer.Option(2, min=1, help="Images per eval record.")):
     """The main job on the embedded default: a sample grid and the base GenEval-style table."""
-    from ..eval.geneval import DEMO_MARK, clear_output, first_per_tag, format_summary, run_geneval, summarize
+    from ..eval.geneval import DEMO_MARK, clear_output, format_summary, run_geneval, summarize
     from ..images import grid, save_png, to_uint8
     from ..world.prompts import prompt_set_path
-    from ..world.records import load_records
+    from ..world.records import first_per_tag, load_records
     from .evaluate import prepare_geneval_output
 
     check_output_dir(out)

@@ -175,17 +175,6 @@ def clear_output(entries: list[Path]) -> None:
             p.unlink()
 
 
-def first_per_tag(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """The first ``limit`` records of each tag, in file order."""
-    counts: dict[str, int] = defaultdict(int)
-    out = []
-    for r in records:
-        if counts[r["tag"]] < limit:
-            out.append(r)
-            counts[r["tag"]] += 1
-    return out
-
-
 def load_results(path: str | Path) -> list[dict[str, Any]]:
     lines = []
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
@@ -210,3 +211,14 @@ def save_records(records: Iterable[dict[str, Any]], path: str | Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
+
+
+def first_per_tag(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` records of each tag, in file order."""
+    counts: dict[str, int] = defaultdict(int)
+    out = []
+    for r in records:
+        if counts[r["tag"]] < limit:
+            out.append(r)
+            counts[r["tag"]] += 1
+    return out
