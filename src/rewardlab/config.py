@@ -83,7 +83,7 @@ def load_config(cls: type[C], path: str | Path | None = None,
     known = {s.key: s for s in settings(cls)}
     values: dict[str, Any] = {}
     if path is not None:
-        for key, value in _flatten(read_yaml(path)).items():
+        for key, value in flatten(read_yaml(path)).items():
             values[key] = _convert(_lookup(known, key, f"{path}: "), value, f"{path}: ")
     for layer in layers:
         items = layer.items() if isinstance(layer, Mapping) else map(parse_override, layer)
@@ -153,12 +153,13 @@ def describe_bounds(s: Setting) -> str:
 
 
 # ---- internals ----
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys: ``{"train": {"lr": 1}}`` → ``{"train.lr": 1}``."""
     out = {}
     for key, value in data.items():
         key = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(_flatten(value, key + "."))
+            out.update(flatten(value, key + "."))
         else:
             out[key] = value
     return out

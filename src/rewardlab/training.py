@@ -9,13 +9,15 @@ from typing import Callable
 
 import torch
 
+from .config import flatten
 from .utils import check_resumable, load_checkpoint, reading, remove_orphans, save_checkpoint
 
 
 def config_dict(cfg) -> dict:
-    """A trainer config as the plain dict a checkpoint stores (paths as strings, so that
-    ``torch.load(weights_only=True)`` reads it back)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    """A trainer or recipe config as the plain dict a checkpoint stores: nested sections as
+    dotted keys (``train.lr``), paths as strings, so that ``torch.load(weights_only=True)``
+    reads it back."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in flatten(asdict(cfg)).items()}
 
 
 def checkpoint_step(path: Path, config: dict) -> int:

@@ -26,7 +26,6 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..training import config_dict
 from ..utils import atomic_path, check_resumable, load_checkpoint, remove_orphans, save_checkpoint
 from .dist import all_mean, average_grads, barrier, init_dist, param_spread
 from .rollouts import Rewarder, nanmean, epoch_prompts, prompt_entries, prompt_file
@@ -133,11 +133,11 @@ class Run:
         self.cfg, self.recipe, self.out = cfg, recipe, Path(out_dir)
         check_config(cfg)
         self.dist, device = init_dist(cfg.model.device)
-        if cfg.sample.prompts_per_epoch * cfg.sample.group_size % (self.dist.world * cfg.train.minibatches):
-            n = cfg.sample.prompts_per_epoch * cfg.sample.group_size
+        n = cfg.sample.prompts_per_epoch * cfg.sample.group_size
+        if n % (self.dist.world * cfg.train.minibatches):
             raise ConfigError(f"prompts_per_epoch × group_size = {n}"
                               f" must divide into {cfg.train.minibatches} minibatches on {self.dist.world} ranks")
-        self.config_dict = flat_config(cfg)
+        self.config_dict = config_dict(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         self.start_epoch = self._check_checkpoint()
         self.rewarder = Rewarder(cfg.reward)
@@ -376,16 +376,3 @@ def check_config(cfg) -> None:
         prompt_entries(cfg.sample.prompts)
     if cfg.eval.prompts is not None:
         prompt_file(cfg.eval.prompts)
-
-
-def flat_config(cfg) -> dict[str, Any]:
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = str(v) if isinstance(v, Path) else v
-        return out
-
-    return flat(asdict(cfg))

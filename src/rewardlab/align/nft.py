@@ -26,7 +26,7 @@ import torch
 from ..generators.guidance import guided
 from ..generators.steps import broadcast_level
 from .common import WEIGHTS, ParamCopy, start
-from .rollouts import minibatches, reward_metrics, rollouts, sample_seed
+from .rollouts import flat_groups, minibatches, reward_metrics, rollouts, sample_seed
 from .config import NFTConfig
 from .losses import group_advantages, matching_log_prob, nft_loss, optimality_prob, ppo_clip, ratio_stats
 
@@ -48,8 +48,7 @@ def train(cfg: NFTConfig, out_dir: str | Path, progress=None) -> Path:
         adv = group_advantages(batch.rewards, batch.groups)  # score
         keep = torch.ones_like(adv, dtype=torch.bool)
         if cfg.skip_flat_groups:
-            keep = torch.stack([batch.rewards[batch.groups == g].std(unbiased=False) > 0
-                                for g in batch.groups])
+            keep = ~flat_groups(batch.rewards, batch.groups)[batch.groups]
         x0 = batch.traj.state(batch.traj.num_steps)
         with run.timed("training"):  # update
             for inner in range(cfg.train.inner_epochs):

@@ -196,11 +196,15 @@ def reward_metrics(batch: Rollouts) -> dict[str, float]:
            "diversity": batch.diversity}
     for k, v in batch.scores.items():
         out[f"score/{k}"] = nanmean(v)
-    flat = [float(batch.rewards[batch.groups == g].std(unbiased=False)) == 0.0 for g in batch.groups.unique()]
-    out["flat_groups"] = float(np.mean(flat))
+    out["flat_groups"] = float(flat_groups(batch.rewards, batch.groups).float().mean())
     for tag in sorted({t for t in batch.all_tags if t}):  # which kinds of prompt the reward rises on
         out[f"reward/{tag}"] = nanmean(batch.rewards[torch.tensor([t == tag for t in batch.all_tags])])
     return out
+
+
+def flat_groups(rewards: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """``[G]`` bool by group id: every sample of the group has the same reward (no signal)."""
+    return torch.stack([rewards[groups == g].std(unbiased=False) == 0 for g in range(int(groups.max()) + 1)])
 
 
 def nanmean(x: torch.Tensor) -> float:
