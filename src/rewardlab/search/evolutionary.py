@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from .budget import SearchResult
-from .common import Search, method, largest, top_per_group
+from .common import Search, method, top_per_group
 
 
 def mutate_noise(x: torch.Tensor, beta: float, eps: torch.Tensor) -> torch.Tensor:
@@ -37,56 +37,71 @@ def tournament(scores: torch.Tensor, n: int, size: int, rng: torch.Generator) ->
     return draws.gather(1, scores[draws].argmax(1, keepdim=True)).reshape(-1)
 
 
+def plan(budget: float, schedule: list[int], steps: int, first: float) -> tuple[int, list[int]]:
+    """Initial population and children per later generation: ``first`` of the budget to the
+    initial population, the rest shared equally by the later generations (a child started at
+    step s costs (T − s)/T of a sample; what a generation cannot spend passes to the next)."""
+    n0 = max(1, min(int(budget), round(first * budget)))
+    left, children = budget - n0, []
+    for g, st in enumerate(schedule[1:]):
+        share = left / (len(schedule) - 1 - g)
+        c = int(share / ((steps - st) / steps) + 1e-9)
+        children.append(c)
+        left -= c * (steps - st) / steps
+    return n0, children
+
+
 @method("evolutionary")
-def evolutionary(s: Search, schedule: Sequence[int] = (0, 10, 15), elite: float = 0.25, beta: float = 0.5,
-                 tournament_size: int = 2) -> SearchResult:
+def evolutionary(s: Search, schedule: Sequence[int] = (0, 0, 5), first: float = 0.5, elite: float = 0.25,
+                 beta: float = 0.5, tournament_size: int = 2) -> SearchResult:
     """``schedule``: the step each generation evolves at (the first must be 0: the initial
-    population); ``elite``: the fraction of each population carried over unchanged. The
-    population size is the largest that fits the budget."""
+    population, sampled from seeds); ``first``: the share of the budget the initial
+    population gets; ``elite``: the fraction of a population carried into the next unchanged
+    (at least one). Population sizes follow from the budget (``plan``)."""
     schedule = [int(v) for v in schedule]
     if not schedule or schedule[0] != 0 or sorted(schedule) != schedule or schedule[-1] >= s.steps:
         raise ValueError(f"schedule must start at 0 and rise within [0, {s.steps}), got {schedule}")
     if not 0 < beta < 1:
         raise ValueError(f"beta must be in (0, 1), got {beta}")
-    n_elite = lambda n: n if n == 1 else max(1, round(elite * n))
-    cost = lambda n: n + sum((n - n_elite(n)) * (s.steps - st) / s.steps for st in schedule[1:])
-    n = largest(cost, s.budget)
-    e, P = n_elite(n), len(s.prompts)
+    n, children = plan(s.budget, schedule, s.steps, first)
+    P = len(s.prompts)
     rng = torch.Generator().manual_seed(s.seed + 7919)
-    marks = sorted(set(schedule[1:]))
+    marks = sorted(set(schedule[1:]) - {0})
 
     def run(x: torch.Tensor, rows: torch.Tensor, start: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """Denoise from ``start``, keeping the states at the later evolution steps."""
+        later = [m for m in marks if m > start]
         states = {start: x}
-        for b0, b1 in zip([start] + [m for m in marks if m > start], [m for m in marks if m > start] + [s.steps]):
+        for b0, b1 in zip([start, *later], [*later, s.steps]):
             x, _ = s.advance(x, s.cond[rows], b0, b1)
             states[b1] = x
         images = s.images(x)
         return states, images, s.score(images, rows)
 
-    rows, seeds = s.rows(n), s.seeds(n)
+    seeds = s.seeds(n)
     noise = s.noise(seeds)
-    states, images, scores = run(noise, rows, 0)
+    states, images, scores = run(noise, s.rows(n), 0)
     s.spend.log("generation", index=0, step=0, population=n, best=max(scores.tolist()))
-    for g, st in enumerate(schedule[1:], 1):
-        if n == e:
-            break
+    for g, (st, c) in enumerate(zip(schedule[1:], children), 1):
+        if c == 0:
+            continue
+        e = max(1, round(elite * n))
         keep = top_per_group(scores, P, e)
-        parents = torch.cat([p * n + tournament(scores[p * n:(p + 1) * n], n - e, tournament_size, rng)
+        parents = torch.cat([p * n + tournament(scores[p * n:(p + 1) * n], c, tournament_size, rng)
                              for p in range(P)])
         eps = torch.randn((len(parents), *s.shape), generator=rng).to(noise)
         if st == 0:
-            start = mutate_noise(noise[parents], beta, eps)
-            child_noise = start
+            start = child_noise = mutate_noise(noise[parents], beta, eps)
         else:
             level = noise_std(s.gen, s.timesteps[st], s.shape)
             start, child_noise = mutate_state(states[st][parents], level, beta, eps), noise[parents]
-        c_states, c_images, c_scores = run(start, rows[parents], st)
-        order = torch.cat([torch.cat([keep[p * e:(p + 1) * e], len(scores) + torch.arange(p * (n - e), (p + 1) * (n - e))])
+        c_states, c_images, c_scores = run(start, torch.arange(P).repeat_interleave(c), st)
+        order = torch.cat([torch.cat([keep[p * e:(p + 1) * e], len(scores) + torch.arange(p * c, (p + 1) * c)])
                            for p in range(P)])  # each prompt's elites, then its children: groups stay contiguous
         join = lambda a, b: torch.cat([a, b])[order]
         states = {m: join(states[m], c_states[m]) for m in c_states if m in states}
         images, scores, noise = join(images, c_images), join(scores, c_scores), join(noise, child_noise)
-        seeds = [([*seeds, *[None] * len(parents)])[i] for i in order.tolist()]
-        s.spend.log("generation", index=g, step=st, children=n - e, best=max(scores.tolist()))
+        seeds = [[*seeds, *[None] * len(parents)][i] for i in order.tolist()]
+        n = e + c
+        s.spend.log("generation", index=g, step=st, elites=e, children=c, best=max(scores.tolist()))
     return s.result(images, scores, noise, seeds, s.rows(n))
