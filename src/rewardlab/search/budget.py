@@ -87,7 +87,7 @@ class SearchResult:
     budget_nfe: int
     seconds: float
     trace: list[dict[str, Any]] = field(default_factory=list)
-    info: list[dict[str, Any]] = field(default_factory=list)  # per prompt, method-specific (e.g. the prompt variant)
+    info: list[dict[str, Any]] = field(default_factory=list)  # per prompt, method-specific (prompt variant, iterates)
     candidate_images: list[torch.Tensor] | None = None
 
     def summary(self) -> dict[str, Any]:

@@ -52,15 +52,15 @@ def plan(budget: float, schedule: list[int], steps: int, first: float) -> tuple[
 
 
 @method("evolutionary")
-def evolutionary(s: Search, schedule: Sequence[int] = (0, 0, 5), first: float = 0.5, elite: float = 0.25,
+def evolutionary(s: Search, schedule: Sequence[float] = (0, 0, 0.25), first: float = 0.5, elite: float = 0.25,
                  beta: float = 0.5, tournament_size: int = 2) -> SearchResult:
-    """``schedule``: the step each generation evolves at (the first must be 0: the initial
-    population, sampled from seeds); ``first``: the share of the budget the initial
+    """``schedule``: where each generation evolves, as fractions of the sampler's steps (the
+    first must be 0: the initial population, sampled from seeds); ``first``: the share of the budget the initial
     population gets; ``elite``: the fraction of a population carried into the next unchanged
     (at least one). Population sizes follow from the budget (``plan``)."""
-    schedule = [int(v) for v in schedule]
-    if not schedule or schedule[0] != 0 or sorted(schedule) != schedule or schedule[-1] >= s.steps:
-        raise ValueError(f"schedule must start at 0 and rise within [0, {s.steps}), got {schedule}")
+    if not schedule or schedule[0] != 0 or sorted(schedule) != list(schedule) or not 0 <= schedule[-1] < 1:
+        raise ValueError(f"schedule must start at 0 and rise within [0, 1), got {list(schedule)}")
+    schedule = [min(s.steps - 1, round(f * s.steps)) for f in schedule]
     if not 0 < beta < 1:
         raise ValueError(f"beta must be in (0, 1), got {beta}")
     n, children = plan(s.budget, schedule, s.steps, first)

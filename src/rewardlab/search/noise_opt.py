@@ -65,11 +65,7 @@ def noise_opt(s: Search, opt_steps: int = 4, lr: float = 5.0, momentum: float = 
     x, _ = s.advance(best_z, s.cond, 0, s.steps)
     images = s.images(x)
     scores = s.score(images, torch.arange(P))
-    for p, c in enumerate(candidates):
-        c.append(float(scores[p]))
-    res = s.result(images, scores, best_z, best_seed, torch.arange(P))
-    res.candidates = candidates  # the few-step iterates' rewards, then the final render's
-    return res
+    return s.result(images, scores, best_z, best_seed, torch.arange(P), [{"iterates": c} for c in candidates])
 
 
 def _optimise(s, z, sl, n_eval, lr, momentum, clip, reg, weight, opt_steps, checkpoint, best_z, best_r,

@@ -69,9 +69,10 @@ def smc(s: Search, lam: float = 10.0, potential: str = "max", every: int = 5, st
             logw = lam * r - log_prod
         logw = torch.nan_to_num(logw, nan=-torch.inf)
         logw = torch.where(torch.isinf(logw).all(1, keepdim=True), torch.zeros_like(logw), logw)
-        go = resample and (not (adaptive or last) or bool((ess(logw) < k / 2).any()))
+        size = ess(logw)
+        go = resample and (not (adaptive or last) or bool((size < k / 2).any()))
         if go:
-            rows_go = ess(logw) < k / 2 if (adaptive or last) else torch.ones(P, dtype=torch.bool)
+            rows_go = size < k / 2 if (adaptive or last) else torch.ones(P, dtype=torch.bool)
             idx = torch.arange(P * k).view(P, k)
             draw = torch.multinomial(torch.softmax(logw, 1), k, replacement=True, generator=rng)
             idx = torch.where(rows_go.unsqueeze(1), draw + torch.arange(P).unsqueeze(1) * k, idx).reshape(-1)
@@ -81,6 +82,6 @@ def smc(s: Search, lam: float = 10.0, potential: str = "max", every: int = 5, st
             carried, log_prod, logw = flat(carried), flat(log_prod), flat(logw)
             log_prod = log_prod + torch.where(rows_go.unsqueeze(1), logw, torch.zeros_like(logw))
         r_prev = carried
-        s.spend.log("weighed", step=i, resampled=go, ess=ess(logw).mean().item(), best=r.max().item())
+        s.spend.log("weighed", step=i, resampled=go, ess=size.mean().item(), best=r.max().item())
     images = s.images(x)
     return s.result(images, s.score(images, rows), noise, seeds, rows)
