@@ -11,7 +11,9 @@ Every row judges the chosen images with both the verifier (binary: the gold accu
 GenEval's overall = mean of tag means) and shapeclip, so a proxy that rises while gold does
 not is visible. ``best_of_n``'s rows at 2, 4 and 8 are read off its 16-candidate run: its
 candidates are seeds 0..N-1 for every N, so best-of-N is exactly the best of the first N
-(its seconds are those of the 16-candidate run scaled by N/16).
+(its seconds are those of the 16-candidate run scaled by N/16). ``best_of_n+stop`` is
+best-of-N with the verifier's maximum as its target: a prompt stops at its first verified
+candidate (rejection sampling) — the images best-of-N picks, for the NFEs actually spent.
 
 ``table`` writes benchmarks/results/search_shapeworld.{json,md} with
 ``best_nfe_fraction_to_match_best_of_16``: the smallest fraction of best-of-16's NFEs at
@@ -32,7 +34,7 @@ import torch
 
 from rewardlab.generators import load_generator
 from rewardlab.rewards import registry
-from rewardlab.search import METHODS, search
+from rewardlab.search import search
 from rewardlab.world.prompts import prompt_set_path
 from rewardlab.world.records import first_per_tag, load_records
 
@@ -40,7 +42,16 @@ RESULTS = Path(__file__).parent / "results"
 RAW = RESULTS / "search_shapeworld_rows.json"
 BUDGETS = (2, 4, 8, 16)
 SEARCH_REWARDS = {"verifier": ("shapeworld", {"mode": "partial"}), "shapeclip": ("shapeclip", {})}
-OPTIONS = {"prune": {"checks": (0.3,), "keep": 0.25}}  # x0-predictions at step 6 agree with the final verdict ~97%
+# row name -> (method, options, search rewards it runs with; None = all)
+ROWS = {
+    "best_of_n": ("best_of_n", {}, None),
+    "best_of_n+stop": ("best_of_n", {"target": 1.0}, ("verifier",)),  # rejection sampling: 1 = verified
+    "prune": ("prune", {"checks": (0.3,), "keep": 0.25}, None),
+    "evolutionary": ("evolutionary", {}, None),
+    "smc": ("smc", {}, None),
+    "noise_opt": ("noise_opt", {}, ("shapeclip",)),  # the verifier has no gradient (a test checks the error)
+    "prompt_search": ("prompt_search", {}, None),
+}
 
 
 def judge(images, records, verifier, proxy) -> dict:
@@ -76,27 +87,28 @@ def cmd_run(args) -> None:
         res = search("best_of_n", gen, rewards["verifier"], prompts, 1, seed=0, metadata=records)
         save_row("base", {"method": "sample", "reward": "-", "budget": 1, "nfe": res.nfe, "reward_calls": 0,
                           "seconds": round(time.perf_counter() - t, 1), **judge(res.images, records, verifier, proxy)})
-    for method in args.methods:
+    for name in args.methods:
+        method, options, only = ROWS[name]
         for rname in args.rewards:
             reward = rewards[rname]
-            if method == "noise_opt" and not reward.differentiable:
-                continue  # the verifier has no gradient; noise_opt refuses it (a test checks the error)
-            budgets = [16] if method == "best_of_n" else args.budgets
+            if only is not None and rname not in only:
+                continue
+            budgets = [16] if name == "best_of_n" else args.budgets
             for b in budgets:
-                key = f"{method}/{rname}/{b}"
+                key = f"{name}/{rname}/{b}"
                 if key in done and not args.redo:
                     continue
                 t = time.perf_counter()
                 res = search(method, gen, reward, prompts, b, seed=0, metadata=records,
-                             keep_candidates=method == "best_of_n", **OPTIONS.get(method, {}))
+                             keep_candidates=name == "best_of_n", **options)
                 secs = time.perf_counter() - t
-                row = {"method": method, "reward": rname, "budget": b, "nfe": res.nfe, "budget_nfe": res.budget_nfe,
+                row = {"method": name, "reward": rname, "budget": b, "nfe": res.nfe, "budget_nfe": res.budget_nfe,
                        "reward_calls": res.reward_calls, "seconds": round(secs, 1),
                        **judge(res.images, records, verifier, proxy)}
                 save_row(key, row)
                 print(f"{key}: gold {row['gold']:.3f} proxy {row['proxy']:.2f} nfe {res.nfe} "
                       f"reward calls {res.reward_calls} {secs:.0f}s", flush=True)
-                if method == "best_of_n":
+                if name == "best_of_n":
                     nested_best_of_n(res, rname, reward, records, verifier, proxy, secs)
 
 
@@ -127,7 +139,7 @@ def cmd_table(args) -> None:
     head = ("| method | search reward | budget | NFEs | reward calls | seconds | gold overall | proxy (shapeclip) | "
             + " | ".join(tags) + " |")
     lines = [head, "|" + "---|" * (7 + len(tags))]
-    order = {m: i for i, m in enumerate(["sample", *METHODS])}
+    order = {m: i for i, m in enumerate(["sample", *ROWS])}
     for k, r in sorted(rows.items(), key=lambda kv: (kv[1]["reward"], order[kv[1]["method"]], kv[1]["budget"])):
         name = r["method"] + (" (nested)" if r.get("nested") else "")
         lines.append(f"| {name} | {r['reward']} | {r['budget']} | {r['nfe']} | {r['reward_calls']} | {r['seconds']} | "
@@ -148,8 +160,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--methods", nargs="+", default=["best_of_n", "prune", "evolutionary", "smc", "noise_opt",
-                                                    "prompt_search"], choices=list(METHODS))
+    r.add_argument("--methods", nargs="+", default=list(ROWS), choices=list(ROWS))
     r.add_argument("--rewards", nargs="+", default=list(SEARCH_REWARDS), choices=list(SEARCH_REWARDS))
     r.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS))
     r.add_argument("--redo", action="store_true", help="search rows again even if saved")

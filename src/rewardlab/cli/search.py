@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 from pathlib import Path
@@ -14,20 +15,27 @@ from .evaluate import load_judge
 
 
 def method_options(method: str, items: list[str]) -> dict:
-    """``--opt KEY=VALUE`` items checked against the method's keyword arguments."""
-    from ..rewards.registry import _literal
+    """``--opt KEY=VALUE`` items checked against the method's keyword arguments; values are
+    Python literals (``0.3``, ``0.3,0.5``, ``True``) or plain words (``diff``); a lone number
+    for an option that takes several (``checks``, ``schedule``) becomes a one-element tuple."""
     from ..search import METHODS
 
-    fn = inspect.unwrap(METHODS[method])
-    valid = [p for p in inspect.signature(fn).parameters if p != "s"]
+    params = {k: p for k, p in inspect.signature(inspect.unwrap(METHODS[method])).parameters.items()
+              if k not in ("s", "rewriter")}
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             fail(f"--opt {item!r} is not KEY=VALUE")
-        if key not in valid or key == "rewriter":
-            fail(f"{method} has no option {key!r}; its options: {', '.join(v for v in valid if v != 'rewriter')}")
-        out[key] = _literal(value)
+        if key not in params:
+            fail(f"{method} has no option {key!r}; its options: {', '.join(params)}")
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value
+        if isinstance(params[key].default, tuple) and not isinstance(parsed, (tuple, list)):
+            parsed = (parsed,)
+        out[key] = parsed
     return out
 
 
@@ -53,7 +61,7 @@ def search(
     """Search for the image a reward likes best at a fixed budget (test-time scaling)."""
     from ..generators.base import check_prompts
     from ..images import save_png, to_uint8
-    from ..search import METHODS
+    from ..search import METHODS, nfe_per_sample
     from ..search import search as run_search
     from ..world.records import RecordError, parse_prompt
 
@@ -76,20 +84,20 @@ def search(
     if method == "noise_opt" and not judge.differentiable:
         fail(f"noise_opt needs a differentiable reward; {reward!r} is not (try shapeclip, or another method)")
     gen, _ = load_sampler(cfg)
-    with progress_bar(f"{method}: NFEs", 1) as advance:
+    guidance = gen.default_guidance if cfg.guidance is None else cfg.guidance
+    with progress_bar(f"{method}: network passes", int(budget * nfe_per_sample(cfg.steps, guidance) + 1e-6)) as advance:
         state = {"seen": 0}
 
         def progress(nfe: int, limit: int) -> None:
-            advance(0)
-            advance(nfe - state["seen"], info=f"of budget {limit}")
+            advance(nfe - state["seen"])
             state["seen"] = nfe
 
         try:
             res = run_search(method, gen, judge, [prompt], budget, seed, steps=cfg.steps, guidance=cfg.guidance,
                              metadata=None if record is None else [record], keep_candidates=True,
                              progress=progress, **options)
-        except ValueError as e:
-            fail(str(e))
+        except (ValueError, TypeError) as e:  # a bad option value (TypeError: e.g. a word where a number goes)
+            fail(f"{method}: {e}")
     write(res, out, save_png, to_uint8)
     console.print(f"best score {float(res.scores[0]):.4g} ({res.nfe} of {res.budget_nfe} NFEs, "
                   f"{res.reward_calls} reward calls, {res.seconds:.1f} s); wrote {out}/best.png, "

@@ -39,8 +39,21 @@ class Spend:
         self.reward_calls = 0
         self.trace: list[dict[str, Any]] = []
         self.start = time.perf_counter()
+        self.paused = False
+
+    @contextlib.contextmanager
+    def backward(self):
+        """A backward pass: already paid for by the ×3 of its forward, so passes it reruns
+        (gradient checkpointing) are not counted again."""
+        self.paused = True
+        try:
+            yield
+        finally:
+            self.paused = False
 
     def add_nfe(self, rows: int) -> None:
+        if self.paused:
+            return
         self.nfe += rows
         if self.nfe > self.limit:
             raise BudgetError(f"the search spent {self.nfe} NFEs, over its budget of {self.limit}")
@@ -55,7 +68,7 @@ class Spend:
     def counting(self, gen):
         """Route ``gen.denoise`` through the counter while the search runs (the sampling
         functions look ``denoise`` up on the generator, so every pass is seen)."""
-        inner = gen.denoise
+        inner, own = gen.denoise, vars(gen).get("denoise")  # a user's own wrapper (torch.compile) stays
 
         def denoise(x, t, cond):
             out = inner(x, t, cond)
@@ -66,14 +79,19 @@ class Spend:
         try:
             yield self
         finally:
-            del gen.denoise  # the instance attribute goes; the adapter's method shows again
+            if own is None:
+                del gen.denoise  # the instance attribute goes; the adapter's method shows again
+            else:
+                gen.denoise = own
 
 
 @dataclass
 class SearchResult:
     """The best image per prompt and how it was found. ``candidates[p]`` holds the search
-    reward of every finished candidate of prompt ``p`` (in the order they were made);
-    ``candidate_images[p]`` their images when the caller asked to keep them."""
+    reward of the finished candidates of prompt ``p`` the method chose among (best-of-N: all;
+    prune: the survivors; evolutionary: the last population; smc: the final particles;
+    noise_opt: the final render — its iterates are in ``info``); ``candidate_images[p]``
+    their images when the caller asked to keep them."""
 
     method: str
     prompts: list[str]

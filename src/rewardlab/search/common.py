@@ -45,7 +45,7 @@ class Search:
             raise ValueError(f"steps and batch_size must be at least 1, got {self.steps} and {self.batch_size}")
         self.guidance = self.gen.default_guidance if self.guidance is None else float(self.guidance)
         self.unit = nfe_per_sample(self.steps, self.guidance)
-        self.spend = Spend(int(self.budget * self.unit) * len(self.prompts), self.progress)
+        self.spend = Spend(int(self.budget * self.unit + 1e-6) * len(self.prompts), self.progress)
         self.shape = self.gen.latent_shape()
         self.timesteps = self.gen.schedule(self.steps, self.shape)
         self.cond = self.gen.condition(self.prompts)

@@ -61,8 +61,9 @@ def evolutionary(s: Search, schedule: Sequence[float] = (0, 0, 0.25), first: flo
     if not schedule or schedule[0] != 0 or sorted(schedule) != list(schedule) or not 0 <= schedule[-1] < 1:
         raise ValueError(f"schedule must start at 0 and rise within [0, 1), got {list(schedule)}")
     schedule = [min(s.steps - 1, round(f * s.steps)) for f in schedule]
-    if not 0 < beta < 1:
-        raise ValueError(f"beta must be in (0, 1), got {beta}")
+    if not (0 < beta < 1 and 0 < elite <= 1 and 0 < first <= 1 and tournament_size >= 1):
+        raise ValueError(f"need 0 < beta < 1, 0 < elite <= 1, 0 < first <= 1 and tournament_size >= 1; got "
+                         f"beta={beta}, elite={elite}, first={first}, tournament_size={tournament_size}")
     n, children = plan(s.budget, schedule, s.steps, first)
     P = len(s.prompts)
     rng = torch.Generator().manual_seed(s.seed + 7919)

@@ -88,6 +88,7 @@ def _optimise(s, z, sl, n_eval, lr, momentum, clip, reg, weight, opt_steps, chec
         if it == n_eval - 1:
             break  # the last evaluation needs no step
         loss = (-weight * out.scores + reg * shell_penalty(z)).sum()
-        (grad,) = torch.autograd.grad(loss, z)
+        with s.spend.backward():
+            (grad,) = torch.autograd.grad(loss, z)
         with torch.no_grad():
             nesterov_step(z, grad, buf, lr, momentum, clip)

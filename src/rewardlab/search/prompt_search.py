@@ -20,31 +20,31 @@ from .rewriters import default_rewriter
 def prompt_search(s: Search, rewriter: Callable[[str], list[str]] | None = None,
                   max_variants: int | None = None) -> SearchResult:
     """V prompts per prompt (the original and up to ``max_variants`` rewrites, never more than
-    the budget), ⌊budget / V⌋ seeds each (``seed ..``); the best image by the reward for the
-    original prompt wins. Variants the generator cannot encode are dropped (in the trace)."""
+    the budget) share the ⌊budget⌋ samples (seeds ``seed ..`` for each; the first variants take
+    the remainder); the best image by the reward for the original prompt wins. Variants the
+    generator cannot encode are dropped (in the trace)."""
+    if max_variants is not None and max_variants < 0:
+        raise ValueError(f"max_variants must be at least 0, got {max_variants}")
     rewriter = rewriter or default_rewriter(s.gen)
-    texts, origin = [], []
+    n = int(s.budget)
+    texts, rows, seeds, counts = [], [], [], []
     for p, prompt in enumerate(s.prompts):
-        variants = _usable(s.gen, prompt, rewriter(prompt), s)
-        limit = min(int(s.budget), 1 + (len(variants) if max_variants is None else min(max_variants, len(variants))))
-        for v in [prompt, *variants][:limit]:
-            texts.append(v)
-            origin.append(p)
-    per = {p: origin.count(p) for p in range(len(s.prompts))}
-    texts_rows, rows, seeds = [], [], []
-    for t, p in zip(texts, origin):
-        n = int(s.budget) // per[p]
-        texts_rows += [t] * n
-        rows += [p] * n
-        seeds += [s.seed + k for k in range(n)]
-    rows_t = torch.tensor(rows)
-    cond = s.gen.condition(texts_rows)
+        variants = _usable(s.gen, prompt, rewriter(prompt), s)[:max_variants]
+        chosen = [prompt, *variants][:n]
+        counts.append(len(chosen))
+        for j, v in enumerate(chosen):
+            k = n // len(chosen) + (j < n % len(chosen))
+            texts += [v] * k
+            rows += [p] * k
+            seeds += [s.seed + i for i in range(k)]
+    unique = list(dict.fromkeys(texts))
+    cond = s.gen.condition(unique)[[unique.index(t) for t in texts]]  # each text encoded once
     noise = s.noise(seeds)
-    s.spend.log("variants", counts=[per[p] for p in range(len(s.prompts))])
+    s.spend.log("variants", counts=counts)
     x, _ = s.advance(noise, cond, 0, s.steps)
     images = s.images(x)
-    info = [{"variant": t} for t in texts_rows]
-    return s.result(images, s.score(images, rows_t), noise, seeds, rows_t, info)
+    rows_t = torch.tensor(rows)
+    return s.result(images, s.score(images, rows_t), noise, seeds, rows_t, [{"variant": t} for t in texts])
 
 
 def _usable(gen, prompt: str, variants: list[str], s: Search) -> list[str]:

@@ -5,9 +5,13 @@ potential on the reward of their x0-predictions and resampled multinomially.
 
 Potentials (``r`` the reward now, ``r'`` the particle's previous one, λ the temperature):
 ``max``: exp(λ·max(r, r')), ``add``: exp(λ·(r + r')) (accumulated), ``diff``: exp(λ·(r − r')),
-``rt``: exp(λ·r). At the last step the weight is exp(λ·r) divided by the product of the
-potentials the particle carries, so the final target is ∝ p(x)·exp(λ·r(x)) for every
-potential (``diff`` telescopes to that already)."""
+``rt``: exp(λ·r). With ``final="resample"`` the last step is weighed as the reference does —
+exp(λ·r) divided by the product of the potentials the particle carries, so the final
+target is ∝ p(x)·exp(λ·r(x)) for every potential (``diff`` telescopes to that already) —
+and resampled when its ESS falls below k/2. A search returns the best particle, and a
+last resampling can only drop candidates, so the default ``final="best"`` scores every
+final particle instead. As in the reference, rows that are not resampled (``adaptive``)
+keep their product of potentials unchanged."""
 
 from __future__ import annotations
 
@@ -40,15 +44,17 @@ def ess(logw: torch.Tensor) -> torch.Tensor:
 
 @method("smc")
 def smc(s: Search, lam: float = 10.0, potential: str = "max", every: int = 5, start: int = 0,
-        adaptive: bool = False, resample: bool = True, min_reward: float = 0.0) -> SearchResult:
+        adaptive: bool = False, resample: bool = True, final: str = "best", min_reward: float = 0.0) -> SearchResult:
     """k = ⌊budget⌋ particles per prompt (seeds ``seed .. seed+k-1``). Resampling at steps
-    ``start, start+every, ...`` and the last (always when ``adaptive`` is off, else only when
-    the ESS falls below k/2; the last step always uses the ESS rule, as the reference does);
-    ``resample=False`` only weighs. The best final particle by reward is returned."""
+    ``start, start+every, ...`` (always when ``adaptive`` is off, else only when the ESS falls
+    below k/2); ``resample=False`` only weighs; ``final``: ``best`` or ``resample`` (see above).
+    The best final particle by reward is returned."""
     if potential not in POTENTIALS:
         raise ValueError(f"unknown potential {potential!r}; expected one of {', '.join(POTENTIALS)}")
     if every < 1:
         raise ValueError(f"every must be at least 1, got {every}")
+    if final not in ("best", "resample"):
+        raise ValueError(f"final must be 'best' or 'resample', got {final!r}")
     k, P = int(s.budget), len(s.prompts)
     rows, seeds = s.rows(k), s.seeds(k)
     gens = per_sample_generators(seeds)  # one per slot: the initial noise, then one draw per step
@@ -57,7 +63,7 @@ def smc(s: Search, lam: float = 10.0, potential: str = "max", every: int = 5, st
     r_prev = torch.full((P, k), float(min_reward))
     log_prod = torch.zeros(P, k)
     rng = torch.Generator().manual_seed(s.seed + 104729)
-    marks = set(range(start, s.steps, every)) | {s.steps - 1}
+    marks = set(range(start, s.steps - 1, every)) | ({s.steps - 1} if final == "resample" else set())
     for i in range(s.steps):
         x, x0 = s.advance(x, s.cond[rows], i, i + 1, gens)
         if i not in marks or (k == 1):
