@@ -135,7 +135,8 @@ def match_fraction(rows: dict, rname: str) -> tuple[float, str | None]:
 SHARED = {"prune/verifier/4", "prune/verifier/8", "prune/verifier/16", "prune/shapeclip/2", "prune/shapeclip/4",
           "prune/shapeclip/8", "prune/shapeclip/16", "best_of_n+stop/verifier/2", "best_of_n+stop/verifier/4",
           "best_of_n+stop/verifier/8", "best_of_n+stop/verifier/16", "smc/verifier/8", "smc/shapeclip/8",
-          "noise_opt/shapeclip/8", "prompt_search/verifier/8", "prompt_search/shapeclip/8"}
+          "noise_opt/shapeclip/8", "prompt_search/verifier/8", "prompt_search/shapeclip/8",
+          "evolutionary/verifier/16"}
 
 
 def cmd_table(args) -> None:
@@ -149,7 +150,8 @@ def cmd_table(args) -> None:
         name = r["method"] + (" (nested)" if r.get("nested") else "")
         secs = f"{r['seconds']}{'*' if k in SHARED else ''}"
         lines.append(f"| {name} | {r['reward']} | {r['budget']} | {r['nfe']} | {r['reward_calls']} | {secs} | "
-                     f"{r['gold']:.3f} | {r['proxy']:.2f} | " + " | ".join(f"{r['per_tag'][t]:.2f}" for t in tags) + " |")
+                     f"{r['gold']:.3f} | {r['proxy']:.2f} | "
+                     + " | ".join(f"{r['per_tag'][t]:.2f}" for t in tags) + " |")
     pivot = ["| method | search reward | " + " | ".join(f"budget {b}" for b in BUDGETS) + " |",
              "|---|---|" + "---|" * len(BUDGETS)]
     for rn in SEARCH_REWARDS:
@@ -161,10 +163,13 @@ def cmd_table(args) -> None:
     frac = {rn: match_fraction(rows, rn) for rn in SEARCH_REWARDS}
     out = {"best_nfe_fraction_to_match_best_of_16": frac["verifier"][0],
            "by_search_reward": {rn: {"fraction": f, "row": k} for rn, (f, k) in frac.items()},
-           "methods": {k: {**r, "seconds_on_shared_cpu": k in SHARED} for k, r in rows.items()}, "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+           "methods": {k: {**r, "seconds_on_shared_cpu": k in SHARED} for k, r in rows.items()},
+           "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
            "records": len(first_per_tag(load_records(prompt_set_path("eval")), args.per_tag))}
-    text = "Gold (verifier) overall:\n\n" + "\n".join(pivot) + "\n\nAll rows:\n\n" + "\n".join(lines) + "\n\n* seconds measured while other jobs shared the 2 cores (NFEs exact).\n\n" + "\n".join(
-        f"searching with {rn}: best-of-16's gold reached at {f:.2f} of its NFEs ({k})" for rn, (f, k) in frac.items())
+    matched = "\n".join(f"searching with {rn}: best-of-16's gold reached at {f:.2f} of its NFEs ({k})"
+                        for rn, (f, k) in frac.items())
+    text = (f"Gold (verifier) overall:\n\n{chr(10).join(pivot)}\n\nAll rows:\n\n{chr(10).join(lines)}\n\n"
+            f"* seconds measured while other jobs shared the 2 cores (NFEs exact).\n\n{matched}")
     print(text)
     (RESULTS / "search_shapeworld.json").write_text(json.dumps(out, indent=1) + "\n")
     (RESULTS / "search_shapeworld.md").write_text("# python benchmarks/search_shapeworld.py table\n\n" + text + "\n")
