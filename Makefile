@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install system-deps demo test test-unit bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -11,7 +11,7 @@ $(PY):
 
 $(VENV)/.installed: $(PY) pyproject.toml
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e ".[dev,ocr]"
+	$(PY) -m pip install --quiet -e ".[dev,ocr,serve]"
 	$(PY) -m pip install --quiet --no-deps rapidocr-onnxruntime==1.4.4
 	touch $@
 
@@ -20,11 +20,14 @@ install: $(VENV)/.installed
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab demo
 
-test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/unit
+system-deps:
+	scripts/system-deps.sh
 
-test-all: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest tests
+test: install system-deps
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/unit tests/e2e
+
+test-unit: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/unit
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/geneval_base.py
