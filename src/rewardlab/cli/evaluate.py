@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-from .common import (SampleConfig, app, check_output_dir, config_options, console, fail, finite, load_sampler,
-                     progress_bar)
+from .common import (SampleConfig, app, check_output_dir, check_output_file, config_options, console, fail, finite,
+                     load_sampler, progress_bar)
 
-eval_app = typer.Typer(help="Evaluate generators (GenEval-compatible).", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate generators (GenEval-compatible) and judges (reward models).", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 
@@ -102,3 +103,73 @@ def eval_geneval_summary(results: Path = typer.Argument(..., help="A GenEval-for
         print(format_summary(summarize(load_results(results))))
     except (OSError, ValueError) as e:
         fail(str(e))
+
+
+@eval_app.command("judge")
+def eval_judge(
+    dataset: Path = typer.Argument(..., help="Judge benchmark file: Pick-a-Pic parquet, HPDv2 or ImageRewardDB "
+                                   "test.json, MJ-Bench parquet/jsonl, or a preference parquet."),
+    reward: str = typer.Option(..., help="The reward to judge with (see `rewardlab rewards list`)."),
+    format: Optional[str] = typer.Option(None, "--format", help="pickapic, hpdv2, imagereward, mjbench or "
+                                         "preference (default: detected from the columns)."),
+    images: Optional[Path] = typer.Option(None, help="Folder the dataset's image paths are relative to "
+                                          "(default: the dataset file's folder)."),
+    val: Optional[Path] = typer.Option(None, help="A validation file of the same format: the tie threshold τ is "
+                                       "chosen on it (else τ = 0)."),
+    option: list[str] = typer.Option([], "--set", help="A reward option, REWARD.KEY=VALUE (repeatable)."),
+    batch_size: int = typer.Option(32, min=1, help="Images per reward call."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the report as JSON here."),
+):
+    """Pairwise accuracy of a reward against a benchmark's verdicts, per category, with and
+    without ties (PickScore's scoring), and Spearman's ρ where rankings are given. Missing
+    images and malformed rows are counted and reported, never fatal."""
+    import json
+
+    from ..eval.judge_data import read_judge_set
+    from ..eval.judges import evaluate_judge
+
+    if out:
+        check_output_file(out, (".json",))
+    try:
+        data = read_judge_set(dataset, format, images)
+        val_data = read_judge_set(val, data.format, images) if val else None
+    except ValueError as e:
+        fail(str(e))
+    judge = load_judge(reward, option)
+    with progress_bar(f"judging ({judge.name})", sum(len(i.images) for i in data.items)) as advance:
+        report = evaluate_judge(judge, data, val_data, batch_size, progress=advance)
+    console.print(judge_table(report, judge.name))
+    for reason, n in report["skipped"].items():
+        console.print(f"skipped {n} item(s): {reason}")
+    if out:
+        from ..utils import atomic_path
+
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(report, indent=1) + "\n")
+        console.print(f"wrote {out}")
+
+
+def judge_table(report: dict, name: str) -> Table:
+    table = Table("category", "pairs", "tie labels", f"accuracy (τ={report['tau']:.3g})", "without ties",
+                  title=f"{name} on {report['format']}: {report['scored']} of {report['items']} items scored"
+                        + (f", Spearman ρ {report['spearman']:.3f}" if report["spearman"] is not None else ""))
+    for cat, r in report["categories"].items():
+        no_ties = "—" if r["accuracy_no_ties"] is None else f"{r['accuracy_no_ties']:.3f}"
+        table.add_row(cat, str(r["pairs"]), str(r["tie_labels"]), f"{r['accuracy']:.3f}", no_ties)
+    return table
+
+
+@eval_app.command("make-judge-set")
+def eval_make_judge_set(
+    out: Path = typer.Argument(..., help="Parquet to write (MJ-Bench's columns)."),
+    per_subcategory: int = typer.Option(100, min=1, help="Pairs per subcategory."),
+    seed: int = typer.Option(0, help="Seed."),
+):
+    """The ShapeWorld judge benchmark: alignment (object, colour, count, position, binding),
+    near misses and quality (noise, blur, JPEG at matched content), labels known exactly."""
+    from ..eval.shapeworld_judges import make_shapeworld_judge_set, save_judge_set
+
+    check_output_file(out, (".parquet",))
+    rows = make_shapeworld_judge_set(per_subcategory, seed)
+    save_judge_set(rows, out)
+    console.print(f"wrote {len(rows['caption'])} pairs to {out}")
