@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -23,6 +24,9 @@ def train(
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Run folder (default: runs/RECIPE). Rerunning the "
                                                                    "same command resumes from its checkpoint."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved settings as YAML and exit."),
+    stop_on_hacking: bool = typer.Option(False, "--stop-on-hacking", help="Stop when the hacking monitor raises an "
+                                         "alarm (a monitor reward falls while the training reward rises, or "
+                                         "diversity collapses); the last checkpoint stays. Alarms are always printed."),
 ):
     """Fine-tune a generator with rewards: metrics.jsonl, TensorBoard (tb/), eval grids (grids/),
     checkpoint.pt and weights.safetensors land in the run folder. Multi-process: torchrun
@@ -42,18 +46,44 @@ def train(
         raise typer.Exit(0)
     out = out or Path("runs") / recipe
     check_output_dir(out)
-    _run(recipe, cfg, out, (ConfigError, CheckpointError, FloatingPointError, OSError))
+    if stop_on_hacking and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        fail("--stop-on-hacking runs in a single process (rank 0 alone would stop); watch the alarms instead")
+    _run(recipe, cfg, out, (ConfigError, CheckpointError, FloatingPointError, OSError), stop_on_hacking)
 
 
-def _run(recipe: str, cfg, out: Path, errors: tuple) -> None:
-    import os
+class HackingStop(Exception):
+    """Raised from the progress callback to end a run on a hacking alarm."""
 
+
+def _hacking_watch(cfg, out: Path, stop: bool):
+    """``(epoch, metrics)`` → prints new hacking alarms (eval/hacking.py reads what the recipe
+    logs; the recipe knows nothing of it) and raises ``HackingStop`` if told to stop."""
+    from ..eval.hacking import HackingMonitor, read_log
+
+    monitor = HackingMonitor(gold=list(cfg.reward.monitors) or None,
+                             trained=[f"score/{n}" for n in cfg.reward.names])
+
+    def watch(epoch: int, metrics: dict) -> None:
+        if not monitor.rows and epoch > 1 and (out / "metrics.jsonl").exists():  # a resumed run: its history
+            for row in read_log(out):
+                if row["epoch"] < epoch:
+                    monitor.update(row)
+        for alarm in monitor.update({"epoch": epoch, **metrics}):
+            console.print(f"[bold red]hacking alarm[/] {alarm.message}")
+            if stop:
+                raise HackingStop(alarm.message)
+
+    return watch
+
+
+def _run(recipe: str, cfg, out: Path, errors: tuple, stop_on_hacking: bool = False) -> None:
     from ..align import recipe_train
     from ..align.common import CHECKPOINT
 
     main = int(os.environ.get("RANK", "0")) == 0
     if (out / CHECKPOINT).exists() and main:
         console.print(f"resuming from {out / CHECKPOINT}")
+    watch = _hacking_watch(cfg, out, stop_on_hacking)
     with progress_bar(f"{recipe} epochs", cfg.train.epochs) as advance:
         done = [None]
 
@@ -65,10 +95,14 @@ def _run(recipe: str, cfg, out: Path, errors: tuple) -> None:
             if "eval/overall" in m:
                 info += f"  eval {m['eval/overall']:.3f}"
             advance(1, info=info)
+            watch(epoch, m)
 
         try:
             weights = recipe_train(recipe)(cfg, out, on_epoch if main else None)
         except errors as e:
             fail(str(e))
+        except HackingStop as e:
+            console.print(f"stopped on a hacking alarm ({e}); the last checkpoint is in {out}")
+            raise typer.Exit(3) from None
     if main:
         console.print(f"weights: {weights}\nmetrics: {out / 'metrics.jsonl'}  (tensorboard --logdir {out / 'tb'})")

@@ -35,14 +35,16 @@ def eval_geneval(
     option: list[str] = typer.Option([], "--set", help="A judge option, JUDGE.KEY=VALUE (repeatable), "
                                      "e.g. --set vlm_judge.model=DIR"),
     threshold: float = typer.Option(0.5, callback=finite, help="For a judge without a binary verdict (all but "
-                                    "shapeworld): an image is correct when its score is at least this."),
+                                    "shapeworld and geneval): an image is correct when its score is at least this."),
 ):
     """Generate for every prompt, judge each image, write GenEval's layout and print its summary."""
     from ..eval.geneval import clear_output, format_summary, held_out_split, run_geneval, summarize
+    from ..eval.geneval_real import load_geneval_records
     from ..world.records import RecordError, first_per_tag, load_records
 
+    read = load_geneval_records if judge == "geneval" else load_records  # real images: any (COCO) classes
     try:
-        records = load_records(_resolve_prompts(prompts))
+        records = read(_resolve_prompts(prompts))
     except (RecordError, OSError) as e:
         fail(str(e))
     earlier = prepare_geneval_output(out, overwrite)
@@ -62,7 +64,8 @@ def eval_geneval(
 
 def load_judge(name: str, options: list[str]):
     """The judge reward ``name`` with its ``--set JUDGE.KEY=VALUE`` options; the ShapeWorld
-    verifier scores partial credit (its verdict decides what is correct)."""
+    verifier and GenEval's real-image judge score partial credit (their verdict decides what is
+    correct)."""
     from ..rewards import load
     from ..rewards.registry import parse_options
 
@@ -71,7 +74,7 @@ def load_judge(name: str, options: list[str]):
         if set(parsed) - {name}:
             raise ValueError(f"--set names rewards other than the judge {name!r}: "
                              f"{', '.join(sorted(set(parsed) - {name}))}")
-        defaults = {"mode": "partial"} if name == "shapeworld" else {}
+        defaults = {"mode": "partial"} if name in ("shapeworld", "geneval") else {}
         return load(name, **{**defaults, **parsed.get(name, {})})
     except (KeyError, ValueError, FileNotFoundError) as e:
         fail(str(e).strip("'\""))
@@ -173,3 +176,21 @@ def eval_make_judge_set(
     rows = make_shapeworld_judge_set(per_subcategory, seed)
     save_judge_set(rows, out)
     console.print(f"wrote {len(rows['caption'])} pairs to {out}")
+
+
+@app.command("report")
+def report(
+    run: Path = typer.Argument(..., help="A run folder: from `rewardlab train`, `search` or `eval geneval`."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="HTML file to write (default: RUN/report.html)."),
+):
+    """One self-contained HTML report of a run: configuration, reward and gold curves, the
+    hacking monitor's alarms, per-tag tables before/after, image grids or ranked candidates."""
+    from ..eval.report import write_report
+
+    if out:
+        check_output_file(out, (".html",))
+    try:
+        path = write_report(run, out)
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    console.print(f"wrote {path}")

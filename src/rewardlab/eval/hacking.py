@@ -1,0 +1,118 @@
+"""The reward-hacking monitor: reads a run's per-epoch log (``metrics.jsonl`` of ``rewardlab
+train``: the training reward ``reward_mean``, every monitor as ``score/NAME``, and
+``diversity``, the mean pairwise distance of a group's images) and raises an alarm when
+
+* **gold falls** — over the last ``window`` epochs the training reward's trend is up, a gold
+  reward's trend is down, and the gold's window mean is at least ``drop`` below the best
+  window mean it has had (Goodhart: the proxy keeps rising, the thing it stood for does not);
+* **diversity collapses** — the window mean of ``diversity`` is below ``collapse`` × its
+  first window's mean (mode collapse onto what the reward likes).
+
+Window means, not single epochs, so that a noisy epoch does not ring. ``HackingMonitor``
+takes the log a row at a time, which is how ``rewardlab train --stop-on-hacking`` stops a
+run; ``scan`` reads a whole log. Recipes never import this module: they log, eval reads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Alarm:
+    epoch: int
+    kind: str  # "gold_falls" or "diversity_collapse"
+    signal: str  # the gold key, or "diversity"
+    message: str
+    gold_best: float | None = None  # the gold's best window mean so far, and its mean now
+    gold_now: float | None = None
+
+
+@dataclass
+class HackingMonitor:
+    gold: list[str] | None = None  # keys of gold rewards (default: every score/* but the trained rewards')
+    reward: str = "reward_mean"
+    trained: list[str] = field(default_factory=list)  # score/* keys that are the training reward itself
+    window: int = 5
+    drop: float = 0.02
+    collapse: float = 0.5
+    rows: list[dict] = field(default_factory=list)
+    fired: set = field(default_factory=set)
+    best: dict = field(default_factory=dict)
+
+    def update(self, row: dict) -> list[Alarm]:
+        """Add one epoch's metrics; returns the alarms that fire at it (each kind and signal once)."""
+        if self.reward not in row:  # an evaluation-only line (epoch 0)
+            return []
+        self.rows.append(row)
+        if len(self.rows) < self.window:
+            return []
+        recent = self.rows[-self.window:]
+        alarms = [a for key in self._gold_keys(row) if (a := self._gold_alarm(key, recent))]
+        if (a := self._diversity_alarm(recent)) is not None:
+            alarms.append(a)
+        new = [a for a in alarms if (a.kind, a.signal) not in self.fired]
+        self.fired |= {(a.kind, a.signal) for a in new}
+        return new
+
+    def _gold_keys(self, row: dict) -> list[str]:
+        if self.gold is not None:
+            return [g if g.startswith("score/") else f"score/{g}" for g in self.gold]
+        return [k for k in row if k.startswith("score/") and k not in self.trained]
+
+    def _gold_alarm(self, key: str, recent: list[dict]) -> Alarm | None:
+        gold, reward = _series(recent, key), _series(recent, self.reward)
+        if gold is None or reward is None:
+            return None
+        now = float(gold.mean())
+        best = self.best[key] = max(self.best.get(key, now), now)
+        if _slope(reward) > 0 and _slope(gold) < 0 and now <= best - self.drop:
+            epoch = recent[-1]["epoch"]
+            return Alarm(epoch, "gold_falls", key, f"epoch {epoch}: {self.reward} rising while {key} fell from "
+                         f"{best:.3f} to {now:.3f} (means of {self.window} epochs)", best, now)
+        return None
+
+    def _diversity_alarm(self, recent: list[dict]) -> Alarm | None:
+        first, now = _series(self.rows[:self.window], "diversity"), _series(recent, "diversity")
+        if first is None or now is None or now.mean() >= self.collapse * first.mean():
+            return None
+        epoch = recent[-1]["epoch"]
+        return Alarm(epoch, "diversity_collapse", "diversity", f"epoch {epoch}: diversity {now.mean():.3f} is below "
+                     f"{self.collapse:.0%} of its start ({first.mean():.3f})")
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The rows of a ``metrics.jsonl`` (a run folder or the file); a clear error if unreadable."""
+    path = Path(path)
+    path = path / "metrics.jsonl" if path.is_dir() else path
+    try:
+        return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the run log {path}: {e}") from None
+
+
+def scan(rows: list[dict], **settings) -> list[Alarm]:
+    """Every alarm over a whole log."""
+    monitor = HackingMonitor(**settings)
+    return [a for row in rows for a in monitor.update(row)]
+
+
+def alarms_json(alarms: list[Alarm]) -> list[dict]:
+    return [asdict(a) for a in alarms]
+
+
+def _series(rows: list[dict], key: str) -> np.ndarray | None:
+    vals = [r.get(key) for r in rows]
+    if any(v is None for v in vals):
+        return None
+    return np.asarray(vals, dtype=float)
+
+
+def _slope(y: np.ndarray) -> float:
+    """Least-squares slope per epoch."""
+    x = np.arange(len(y), dtype=float)
+    return float(np.polyfit(x, y, 1)[0])

@@ -1,0 +1,83 @@
+"""The reward-hacking monitor on logs whose story we know."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rewardlab.cli.align import HackingStop, _hacking_watch
+from rewardlab.align.config import NFTConfig
+from rewardlab.eval.hacking import HackingMonitor, read_log, scan
+
+
+def log(reward, gold=None, diversity=None, trained_gold=None):
+    rows = []
+    for e, r in enumerate(reward, 1):
+        row = {"epoch": e, "reward_mean": float(r), "score/shapeclip": float(r)}
+        if gold is not None:
+            row["score/shapeworld"] = float(gold[e - 1])
+        row["diversity"] = float(diversity[e - 1]) if diversity is not None else 0.3
+        rows.append(row)
+    return rows
+
+
+def test_gold_falling_while_the_reward_rises_fires_early():
+    rng = np.random.default_rng(0)
+    n = 40
+    reward = np.linspace(17, 20, n) + rng.normal(0, 0.05, n)
+    gold = np.r_[np.full(15, 0.83), 0.83 - 0.006 * np.arange(1, n - 14)] + rng.normal(0, 0.01, n)
+    alarms = scan(log(reward, gold), trained=["score/shapeclip"])
+    assert [a.kind for a in alarms] == ["gold_falls"] and alarms[0].signal == "score/shapeworld"
+    a = alarms[0]
+    assert 15 < a.epoch < 30
+    assert a.gold_best - a.gold_now >= 0.02
+    assert 0.83 - gold[:a.epoch].min() < 0.05 + 0.02  # it fired before the gold had lost 0.05 (noise allowed)
+
+
+@pytest.mark.parametrize("case", ["both_rise", "noise_only", "reward_falls_too"])
+def test_no_false_alarm(case):
+    rng = np.random.default_rng(1)
+    n = 60
+    if case == "both_rise":
+        reward, gold = np.linspace(17, 20, n), np.linspace(0.8, 0.9, n) + rng.normal(0, 0.01, n)
+    elif case == "noise_only":
+        reward, gold = 17 + rng.normal(0, 0.1, n), 0.83 + rng.normal(0, 0.01, n)
+    else:
+        reward, gold = np.linspace(20, 17, n), np.linspace(0.9, 0.7, n)
+    assert scan(log(reward, gold), trained=["score/shapeclip"]) == []
+
+
+def test_diversity_collapse_and_trained_rewards_are_not_gold():
+    n = 30
+    div = np.r_[np.full(10, 0.3), np.linspace(0.3, 0.05, n - 10)]
+    alarms = scan(log(np.linspace(1, 2, n), None, div), trained=["score/shapeclip"])
+    assert [a.kind for a in alarms] == ["diversity_collapse"]
+    # without saying which score is trained, the proxy is gold to itself and never "falls while rising"
+    assert [a.kind for a in scan(log(np.linspace(1, 2, n), None, div))] == ["diversity_collapse"]
+
+
+def test_each_alarm_fires_once_and_eval_lines_are_skipped():
+    mon = HackingMonitor(trained=["score/shapeclip"])
+    rows = [{"epoch": 0, "eval/overall": 0.8}] + log(np.linspace(1, 3, 40), np.linspace(0.9, 0.6, 40))
+    fired = [a for r in rows for a in mon.update(r)]
+    assert len(fired) == 1
+
+
+def test_train_watch_stops_and_resumes_with_history(tmp_path):
+    cfg = NFTConfig()
+    cfg.reward.names, cfg.reward.monitors = ["shapeclip"], ["shapeworld"]
+    rows = log(np.linspace(17, 20, 30), np.r_[np.full(10, 0.83), np.linspace(0.83, 0.6, 20)])
+    watch = _hacking_watch(cfg, tmp_path, stop=True)
+    with pytest.raises(HackingStop, match="score/shapeworld"):
+        for r in rows:
+            watch(r["epoch"], {k: v for k, v in r.items() if k != "epoch"})
+    stopped_at = r["epoch"]
+    # a resumed run reads the log it had and raises the same alarm no sooner and no later
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:stopped_at - 3]))
+    assert len(read_log(tmp_path)) == stopped_at - 3
+    watch = _hacking_watch(cfg, tmp_path, stop=True)
+    for r in rows[stopped_at - 3:stopped_at - 1]:
+        watch(r["epoch"], {k: v for k, v in r.items() if k != "epoch"})
+    with pytest.raises(HackingStop):
+        r = rows[stopped_at - 1]
+        watch(r["epoch"], {k: v for k, v in r.items() if k != "epoch"})
