@@ -62,4 +62,5 @@ def _literal(value: str):
 
 
 def _populate() -> None:
-    from . import brisque, clip, detectors, hps, preference, shapeclip, simple, vlm  # noqa: F401  (register on import)
+    from . import (brisque, clip, detectors, geneval, hps, preference, shapeclip, simple,  # noqa: F401  (register on import)
+                   vlm)
