@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -94,3 +95,15 @@ def grid(images: np.ndarray, cols: int) -> np.ndarray:
         r, c = divmod(i, cols)
         out[r * (h + 2) + 1: r * (h + 2) + 1 + h, c * (w + 2) + 1: c * (w + 2) + 1 + w] = im
     return out
+
+
+def group_diversity(images: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Mean pairwise RMS distance between the images of a group (the hacking monitor's
+    collapse signal), averaged over groups with at least two images here."""
+    vals = []
+    for g in groups.unique():
+        x = images[groups == g].flatten(1).float()
+        if len(x) > 1:
+            dist = torch.cdist(x, x) / math.sqrt(x.shape[1])
+            vals.append(dist.sum() / (len(x) * (len(x) - 1)))
+    return torch.stack(vals).mean() if vals else torch.tensor(0.0)

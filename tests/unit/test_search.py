@@ -313,3 +313,29 @@ def test_cli_search_errors(tmp_path, tiny_shapeworld_weights, extra, message):
                                  "-o", str(tmp_path / "s"), *extra])
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
     assert not (tmp_path / "s" / "trace.json").exists()
+
+
+def test_monitors_are_logged_per_scoring_round_outside_the_budget(gen, tmp_path):
+    import json
+
+    from rewardlab.eval.hacking import read_log
+
+    class Darkness(Brightness):
+        name = "darkness"
+
+        def score(self, images, prompts, metadata):
+            return RewardOutput(1 - images.mean(dim=(1, 2, 3)))
+
+    plain = search("prune", gen, Brightness(), PROMPTS, 4, steps=4)
+    res = search("prune", gen, Brightness(), PROMPTS, 4, steps=4, monitors={"darkness": Darkness()})
+    assert res.nfe == plain.nfe and res.reward_calls == plain.reward_calls  # observation is free
+    assert torch.equal(res.images, plain.images)
+    scored = [e for e in res.trace if e["event"] == "scored"]
+    assert len(scored) == 2  # the check at 0.3 of the schedule, then the finished survivors
+    for e in scored:
+        assert e["score/darkness"] == pytest.approx(1 - e["reward_mean"], abs=1e-5)
+        assert e["diversity"] > 0
+    (tmp_path / "trace.json").write_text(json.dumps(res.summary()))
+    rows = read_log(tmp_path)
+    assert [r["epoch"] for r in rows] == [1, 2] and "score/darkness" in rows[0]
+    assert not [e for e in plain.trace if e["event"] == "scored"]

@@ -13,6 +13,7 @@ import torch
 
 from ..config import ConfigError
 from ..generators.base import Cond, Trajectory
+from ..images import group_diversity
 from .dist import gather
 
 
@@ -167,18 +168,6 @@ def cat_trajectories(trajs: list[Trajectory]) -> Trajectory:
     return dataclasses.replace(t, prompts=sum((x.prompts for x in trajs), []), latents=cat("latents"),
                                log_probs=cat("log_probs"), images=cat("images"), x0_preds=cat("x0_preds"),
                                seeds=sum((x.seeds for x in trajs), []))
-
-
-def group_diversity(images: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Mean pairwise RMS distance between the images of a group (the hacking monitor's
-    collapse signal), averaged over groups with at least two images here."""
-    vals = []
-    for g in groups.unique():
-        x = images[groups == g].flatten(1).float()
-        if len(x) > 1:
-            dist = torch.cdist(x, x) / math.sqrt(x.shape[1])
-            vals.append(dist.sum() / (len(x) * (len(x) - 1)))
-    return torch.stack(vals).mean() if vals else torch.tensor(0.0)
 
 
 def minibatches(run) -> list[slice]:

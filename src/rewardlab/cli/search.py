@@ -57,6 +57,9 @@ def search(
     out: Path = typer.Option(Path("search_out"), "-o", "--out", help="Folder for best.png, the ranked "
                                                                     "candidates and trace.json."),
     overwrite: bool = typer.Option(False, help="Replace an earlier search's files in --out."),
+    monitor: List[str] = typer.Option([], "--monitor", help="A reward only logged per scoring round, never "
+                                      "searched with (repeatable): the gold signal `rewardlab report` watches "
+                                      "for hacking."),
 ):
     """Search for the image a reward likes best at a fixed budget (test-time scaling)."""
     from ..generators.base import check_prompts
@@ -83,6 +86,7 @@ def search(
     judge = load_judge(reward, option)
     if method == "noise_opt" and not judge.differentiable:
         fail(f"noise_opt needs a differentiable reward; {reward!r} is not (try shapeclip, or another method)")
+    monitors = {name: load_judge(name, []) for name in monitor}
     gen, _ = load_sampler(cfg)
     guidance = gen.default_guidance if cfg.guidance is None else cfg.guidance
     with progress_bar(f"{method}: network passes", int(budget * nfe_per_sample(cfg.steps, guidance) + 1e-6)) as advance:
@@ -95,7 +99,7 @@ def search(
         try:
             res = run_search(method, gen, judge, [prompt], budget, seed, steps=cfg.steps, guidance=cfg.guidance,
                              metadata=None if record is None else [record], keep_candidates=True,
-                             progress=progress, **options)
+                             progress=progress, monitors=monitors or None, **options)
         except (ValueError, TypeError) as e:  # a bad option value (TypeError: e.g. a word where a number goes)
             fail(f"{method}: {e}")
     write(res, out, save_png, to_uint8)

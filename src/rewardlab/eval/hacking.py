@@ -86,12 +86,19 @@ class HackingMonitor:
 
 
 def read_log(path: str | Path) -> list[dict]:
-    """The rows of a ``metrics.jsonl`` (a run folder or the file); a clear error if unreadable."""
+    """The rows of a training run's ``metrics.jsonl``, or of a search's ``trace.json`` (each
+    scoring round with monitors a row, numbered as epochs); a run folder or the file."""
     path = Path(path)
-    path = path / "metrics.jsonl" if path.is_dir() else path
+    if path.is_dir():
+        path = path / "metrics.jsonl" if (path / "metrics.jsonl").exists() else path / "trace.json"
     try:
-        return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except (OSError, ValueError) as e:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            scored = [e for e in json.loads(text).get("trace", []) if e.get("event") == "scored"]
+            return [{"epoch": i, **{k: v for k, v in e.items() if k not in ("event", "epoch")}}
+                    for i, e in enumerate(scored, 1)]
+        return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+    except (OSError, ValueError, AttributeError) as e:
         raise ValueError(f"cannot read the run log {path}: {e}") from None
 
 

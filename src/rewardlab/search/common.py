@@ -33,6 +33,7 @@ class Search:
     batch_size: int = 16
     keep_candidates: bool = False
     progress: Callable[[int, int], None] | None = None
+    monitors: dict[str, Any] | None = None  # rewards only logged (the gold signal of the hacking monitor)
     spend: Spend = field(init=False)
 
     def __post_init__(self):
@@ -89,7 +90,31 @@ class Search:
                           None if self.metadata is None else [self.metadata[r] for r in rows])
         self.spend.reward_calls += len(images)
         scores = out.scores.detach().float().cpu()
-        return torch.where(out.valid.cpu(), scores, torch.full_like(scores, -math.inf))
+        scores = torch.where(out.valid.cpu(), scores, torch.full_like(scores, -math.inf))
+        self.observe(images, torch.as_tensor(rows), scores)
+        return scores
+
+    def observe(self, images: torch.Tensor, rows: torch.Tensor, scores: torch.Tensor) -> None:
+        """With ``monitors``, log what the hacking monitor reads for each scored batch: the
+        search reward's mean, every monitor's mean and the diversity within prompts. Monitor
+        calls are observation, outside the budget."""
+        if not self.monitors:
+            return
+        from ..images import group_diversity
+
+        images = images.detach().float().cpu()
+        finite = scores[torch.isfinite(scores)]
+        several = bool((torch.bincount(rows) > 1).any())  # diversity needs two candidates of one prompt
+        row = {"reward_mean": float(finite.mean()) if len(finite) else None,
+               "diversity": float(group_diversity(images, rows)) if several else None}
+        prompts = [self.prompts[r] for r in rows.tolist()]
+        meta = None if self.metadata is None else [self.metadata[r] for r in rows.tolist()]
+        for name, reward in self.monitors.items():
+            with torch.no_grad():
+                out = reward(images, prompts, meta)
+            ok = out.valid.cpu()
+            row[f"score/{name}"] = float(out.scores.cpu()[ok].mean()) if ok.any() else None
+        self.spend.log("scored", **row)
 
     # ---- planning and results ---------------------------------------------------------
     def rows(self, n: int) -> torch.Tensor:
@@ -138,16 +163,16 @@ def top_per_group(scores: torch.Tensor, groups: int, keep: int) -> torch.Tensor:
 def method(name: str):
     """Turn ``fn(search, **options)`` into the public
     ``name(gen, reward, prompts, budget, seed=0, *, steps, guidance, metadata, batch_size,
-    keep_candidates, progress, **options)``, with every denoiser pass counted."""
+    keep_candidates, progress, monitors, **options)``, with every denoiser pass counted."""
 
     def deco(fn):
         @functools.wraps(fn)
         def run(gen, reward, prompts, budget: float, seed: int = 0, *, steps: int = DEFAULT_STEPS,
                 guidance: float | None = None, metadata: list | None = None, batch_size: int = 16,
                 keep_candidates: bool = False, progress: Callable[[int, int], None] | None = None,
-                **options) -> SearchResult:
+                monitors: dict | None = None, **options) -> SearchResult:
             s = Search(name, gen, reward, list(prompts), budget, seed, steps, guidance, metadata, batch_size,
-                       keep_candidates, progress)
+                       keep_candidates, progress, monitors)
             with s.spend.counting(gen):
                 return fn(s, **options)
 

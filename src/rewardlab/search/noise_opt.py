@@ -81,6 +81,7 @@ def _optimise(s, z, sl, n_eval, lr, momentum, clip, reg, weight, opt_steps, chec
                        None if s.metadata is None else [s.metadata[r] for r in rows.tolist()])
         s.spend.reward_calls += len(z)
         r = torch.where(out.valid, out.scores, torch.full_like(out.scores, -math.inf)).detach().cpu()
+        s.observe(traj.images, rows, r)
         for j, p in enumerate(rows.tolist()):
             candidates[p].append(float(r[j]))
             if r[j] > best_r[p]:
