@@ -19,7 +19,7 @@ def test_registry_lists_and_loads():
     names = available()
     assert set(names) == {"shapeworld", "jpeg_compressibility", "jpeg_incompressibility", "face", "ocr", "brisque",
                           "clipscore", "pickscore", "laion_aesthetic", "hpsv2", "hpsv2.1", "vlm_judge", "shapeclip",
-                          "preference", "geneval"}
+                          "preference", "geneval", "remote"}
     assert all(isinstance(d, str) and d for d in names.values())
     with pytest.raises(KeyError, match="unknown reward 'nope'"):
         load("nope")

@@ -64,3 +64,4 @@ def _literal(value: str):
 def _populate() -> None:
     from . import (brisque, clip, detectors, geneval, hps, preference, shapeclip, simple,  # noqa: F401  (register on import)
                    vlm)
+    from ..serve import remote  # noqa: F401
