@@ -58,8 +58,10 @@ def test_search_report_and_errors(browser, tmp_path):  # noqa: F811
         ranked.append({"file": f"candidates/rank_{k:03d}.png", "score": 1.0 - k / 10})
     ranked.append({"file": "../../outside.png", "score": 0.0})  # a log pointing elsewhere is not followed
     save_png(render_record(rec, 0), run / "best.png", scale=4)
-    (run / "trace.json").write_text(json.dumps({"method": "best_of_n", "nfe": 160, "budget_nfe": 160,
-                                                "reward_calls": 4, "seconds": 1.5, "trace": [],
+    scored = [{"event": "scored", "reward_mean": 20 + k / 10, "score/shapeworld": 0.9 - max(0, k - 8) * 0.05,
+               "diversity": None} for k in range(20)]  # what search --monitor logs: a proxy climbing, gold falling
+    (run / "trace.json").write_text(json.dumps({"method": "noise_opt", "nfe": 160, "budget_nfe": 160,
+                                                "reward_calls": 4, "seconds": 1.5, "trace": scored,
                                                 "prompts": [{"prompt": rec["prompt"], "score": 1.0,
                                                              "ranked": ranked}]}))
     r = CliRunner().invoke(app, ["report", str(run), "-o", str(tmp_path / "s.html")])
@@ -67,8 +69,9 @@ def test_search_report_and_errors(browser, tmp_path):  # noqa: F811
     page = browser.new_page()
     page.goto((tmp_path / "s.html").as_uri())
     images = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth > 0)")
-    assert images == [True] * 5  # best + 4 candidates, nothing from outside the run
-    assert rec["prompt"] in page.inner_text("h2")
+    assert images == [True] * 6  # the curves, best + 4 candidates, nothing from outside the run
+    assert "score/shapeworld fell" in page.inner_text("li.alarm")
+    assert rec["prompt"] in page.inner_text("body")
     page.close()
     r = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert r.exit_code == 2 and "not a run folder" in r.output

@@ -52,7 +52,7 @@ def _train(run: Path) -> str:
     config = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
     trained = [f"score/{n}" for n in _trained_rewards(config)]
     alarms = scan(rows, trained=trained)
-    parts = ["<h2>Hacking monitor</h2>", _alarms(alarms), "<h2>Curves</h2>", _img(_curves(rows, alarms, trained),
+    parts = ["<h2>Hacking monitor</h2>", _alarms(alarms), "<h2>Curves</h2>", _img(curves_png(rows, alarms, trained),
                                                                                     "curves", px=False)]
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     if evals:
@@ -83,7 +83,7 @@ def _alarms(alarms: list[Alarm]) -> str:
     return "<ul>" + "".join(f"<li class='alarm'>{_e(a.message)}</li>" for a in alarms) + "</ul>"
 
 
-def _curves(rows: list[dict], alarms: list[Alarm], trained: list[str]) -> bytes:
+def curves_png(rows: list[dict], alarms: list[Alarm], trained: list[str], x: str = "epoch") -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,17 +95,18 @@ def _curves(rows: list[dict], alarms: list[Alarm], trained: list[str]) -> bytes:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     panels = [("training reward", ["reward_mean"]), ("gold (monitors)", gold), ("diversity", ["diversity"])]
     for ax, (name, keys) in zip(axes, panels):
+        keys = [k for k in keys if any(r.get(k) is not None for r in train)]
         for k in keys:
             ax.plot(epochs, [r.get(k) if r.get(k) is not None else float("nan") for r in train], label=k)
         for a in alarms:
             ax.axvline(a.epoch, color="#b00020", ls="--", lw=1)
         ax.set_title(name)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x)
         if keys:
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "no monitor rewards logged\n(reward.monitors=[...])", ha="center", va="center",
-                    transform=ax.transAxes, color="#777")
+            ax.text(0.5, 0.5, "not logged" + ("\n(monitors: reward.monitors=[...] or --monitor)" if "gold" in name
+                                              else ""), ha="center", va="center", transform=ax.transAxes, color="#777")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
@@ -125,6 +126,11 @@ def _search(run: Path) -> str:
     trace = json.loads((run / "trace.json").read_text(encoding="utf-8"))
     parts = [f"<p>method <b>{_e(trace.get('method'))}</b>: {trace.get('nfe')} of {trace.get('budget_nfe')} network "
              f"passes, {trace.get('reward_calls')} reward calls, {trace.get('seconds')} s</p>"]
+    rows = read_log(run)  # scoring rounds, when the search logged monitors (search --monitor)
+    if rows:
+        alarms = scan(rows)
+        parts += ["<h2>Hacking monitor</h2>", _alarms(alarms), _img(curves_png(rows, alarms, [], "scoring round"),
+                                                                    "curves", px=False)]
     for p in trace.get("prompts", []):
         parts.append(f"<h2>{_e(p['prompt'])}</h2>")
         if (run / "best.png").is_file():
