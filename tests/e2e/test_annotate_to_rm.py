@@ -21,7 +21,7 @@ def test_browser_votes_train_a_reward_model(browser, tmp_path):  # noqa: F811
     db = f"sqlite:///{tmp_path / 'votes.db'}"
     store, src = VoteStore(db), open_source(source)
     store.add_pairs(src.pairs())
-    store.set_meta("source", str(src.root))
+    store.bind_source(str(src.root), src.fingerprint())
     with live_server(create_app(store, src, "tok")) as url:  # 12 prompts × 3 pairs = 36 pairs
         page = browser.new_page()
         page.goto(f"{url}/#token=tok&annotator=scripted")

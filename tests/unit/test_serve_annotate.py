@@ -22,7 +22,7 @@ def setup(tmp_path):
     src = open_source(make_source(tmp_path / "src", prompts=3, images=3))
     store = VoteStore(f"sqlite:///{tmp_path / 'votes.db'}")
     store.add_pairs(src.pairs(max_per_prompt=10))
-    store.set_meta("source", str(src.root))
+    store.bind_source(str(src.root), src.fingerprint())
     return store, src, TestClient(create_app(store, src, TOKEN, votes_per_pair=2))
 
 
@@ -145,3 +145,28 @@ def test_resume_and_export(setup, tmp_path):
     assert rows["label"] == [1.0, 0.5]
     pair = again.pair(first["id"])
     assert rows["image_a"][0] == src.image(pair.image_a)[0] and rows["prompt"][0] == pair.prompt
+
+
+def test_a_database_serves_one_source(setup, tmp_path):
+    store, src, _ = setup
+    other = open_source(make_source(tmp_path / "other", prompts=2, images=2))
+    with pytest.raises(ValueError, match="holds the votes on"):
+        store.bind_source(str(other.root), other.fingerprint())
+    store.bind_source(str(src.root), src.fingerprint())  # the same source again: fine
+    (src.root / "p0" / "img0.png").write_bytes((src.root / "p1" / "img1.png").read_bytes() + b"\0" * 7)
+    changed = open_source(src.root)
+    with pytest.raises(ValueError, match="changed"):
+        store.bind_source(str(changed.root), changed.fingerprint())
+    store.vote(1, "ann", "a")
+    with pytest.raises(ValueError, match="not those"):
+        export_votes(store, tmp_path / "x.parquet")
+
+
+def test_a_pair_drawn_either_way_round_is_one_pair(tmp_path):
+    src = open_source(make_source(tmp_path / "src", prompts=2, images=4))
+    keys = {k for seed in range(5) for k, *_ in src.pairs(max_per_prompt=3, seed=seed)}
+    assert len(keys) <= 2 * 6  # C(4, 2) pairs per prompt however often they are drawn
+    store = VoteStore(f"sqlite:///{tmp_path / 'v.db'}")
+    for seed in range(5):
+        store.add_pairs(src.pairs(max_per_prompt=3, seed=seed))
+    assert store.progress(None, 1)["pairs"] == len(keys)

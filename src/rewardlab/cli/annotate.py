@@ -43,8 +43,11 @@ def annotate(
     if source is None:
         fail("give --source (a geneval or search run folder, a folder with groups.jsonl, or a preference parquet)")
     store, src = _open_store(db), _open_source(source)
+    try:
+        store.bind_source(str(src.root), src.fingerprint())
+    except ValueError as e:
+        fail(str(e))
     added = store.add_pairs(src.pairs(max_pairs_per_prompt, seed))
-    store.set_meta("source", str(src.root))
     token = token or secrets.token_urlsafe(16)
     progress = store.progress(None, votes_per_pair)
     console.print(f"{progress['pairs']} pairs ({added} new), {progress['done']} of {progress['target']} votes in {db}")

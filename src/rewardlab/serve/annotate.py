@@ -43,9 +43,14 @@ def create_app(store: VoteStore, source, token: str, votes_per_pair: int = 1) ->
         return page
 
     @app.get("/api/next", **api)
-    def next_pair(annotator: str = Query(...)) -> dict:
+    def next_pair(annotator: str = Query(...), skip: str = Query("", max_length=2000)) -> dict:
+        """``skip``: comma-separated ids of pairs this page could not show."""
         _check_annotator(annotator)
-        pair = store.next_pair(annotator, votes_per_pair)
+        try:
+            skipped = tuple(int(x) for x in skip.split(",") if x)
+        except ValueError:
+            raise HTTPException(422, "skip: comma-separated pair ids") from None
+        pair = store.next_pair(annotator, votes_per_pair, skipped)
         progress = store.progress(annotator, votes_per_pair)
         if pair is None:
             return {"pair": None, "progress": progress}

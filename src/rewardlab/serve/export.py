@@ -25,6 +25,10 @@ def export_votes(store: VoteStore, out: str | Path, source: str | Path | None = 
     if source is None:
         raise ValueError(f"{store.url} does not say which source its pairs came from; give --source")
     src, cache = open_source(source), {}
+    expected = store.get_meta("source_fingerprint")
+    if expected is not None and src.fingerprint() != expected:
+        raise ValueError(f"the images in {src.root} are not those {store.url} was filled from; its votes cannot "
+                         f"be exported against them")
 
     def image(ref: str) -> bytes:
         if ref not in cache:

@@ -13,6 +13,7 @@ An image reference is a path relative to the source folder (or ``row:i:a`` in a 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import random
@@ -40,9 +41,15 @@ class FolderSource:
         for prompt, refs in self.groups:
             combos = list(itertools.combinations(refs, 2))
             for a, b in rng.sample(combos, min(max_per_prompt, len(combos))):
+                key = "|".join(sorted((a, b)))  # one pair, whichever way round it is drawn
                 a, b = (a, b) if rng.random() < 0.5 else (b, a)
-                out.append((f"{a}|{b}", prompt, a, b))
+                out.append((key, prompt, a, b))
         return out
+
+    def fingerprint(self) -> str:
+        """Which images these are: their paths and sizes (a regenerated run differs)."""
+        refs = sorted({r for _, refs in self.groups for r in refs})
+        return _digest(f"{r}:{(self.root / r).stat().st_size}" for r in refs)
 
     def image(self, ref: str) -> tuple[bytes, str]:
         path = self._path(ref)
@@ -71,6 +78,9 @@ class ParquetSource:
     def pairs(self, max_per_prompt: int = 10, seed: int = 0) -> list[tuple[str, str, str, str]]:
         return [(f"row:{i}", p, f"row:{i}:a", f"row:{i}:b") for i, p in enumerate(self.rows["prompt"])]
 
+    def fingerprint(self) -> str:
+        return _digest(hashlib.sha256(x).hexdigest() for col in ("image_a", "image_b") for x in self.rows[col])
+
     def image(self, ref: str) -> tuple[bytes, str]:
         kind, i, side = (ref.split(":") + ["", ""])[:3]
         if kind != "row" or not i.isdigit() or int(i) >= len(self.rows["prompt"]) or side not in ("a", "b"):
@@ -93,6 +103,13 @@ def open_source(path: str | Path):
             return FolderSource(path, groups)
     raise SourceError(f"{path}: expected groups.jsonl, a search run (trace.json) or a geneval run "
                       f"(<index>/metadata.jsonl with samples/*.png)")
+
+
+def _digest(parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() + b"\n")
+    return h.hexdigest()[:16]
 
 
 def _groups_jsonl(path: Path):
@@ -128,6 +145,9 @@ def _geneval_run(path: Path):
         return None
     groups = []
     for q in folders:
-        prompt = json.loads((q / "metadata.jsonl").read_text(encoding="utf-8").splitlines()[0])["prompt"]
+        try:
+            prompt = str(json.loads((q / "metadata.jsonl").read_text(encoding="utf-8").splitlines()[0])["prompt"])
+        except (ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise SourceError(f"{q / 'metadata.jsonl'}: no GenEval record with a prompt ({type(e).__name__})") from None
         groups.append((prompt, [s.relative_to(path).as_posix() for s in sorted((q / "samples").glob("*.png"))]))
     return groups

@@ -73,6 +73,20 @@ class VoteStore:
         with self.engine.connect() as c:
             return c.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
 
+    def bind_source(self, root: str, fingerprint: str) -> None:
+        """A database holds the votes on one source: record it on first use, and refuse
+        another one — or the same folder with other images in it — whose images the old
+        votes would be shown and exported against."""
+        known = self.get_meta("source"), self.get_meta("source_fingerprint")
+        if known == (None, None):
+            self.set_meta("source", root)
+            self.set_meta("source_fingerprint", fingerprint)
+        elif known[0] != root:
+            raise ValueError(f"{self.url} holds the votes on {known[0]}, not {root}: use another database")
+        elif known[1] != fingerprint:
+            raise ValueError(f"the images in {root} changed since {self.url} was filled (a regenerated run?): its "
+                             f"votes would go with other images; use another database")
+
     def add_pairs(self, items) -> int:
         """Insert the ``(key, prompt, image_a, image_b)`` items not stored yet; returns how many were new."""
         with self.engine.begin() as c:
@@ -88,16 +102,17 @@ class VoteStore:
                             .where(pairs.c.id == pair_id)).first()
         return PairRow(*row) if row else None
 
-    def next_pair(self, annotator: str, votes_per_pair: int) -> PairRow | None:
-        """A pair ``annotator`` has not judged among those with the fewest votes below the target;
-        annotators walk the pairs in different orders so that concurrent ones rarely meet."""
+    def next_pair(self, annotator: str, votes_per_pair: int, skip: tuple[int, ...] = ()) -> PairRow | None:
+        """A pair ``annotator`` has not judged (nor ``skip``ped) among those with the fewest votes
+        below the target; annotators walk the pairs in different orders so that concurrent ones
+        rarely meet."""
         counts = (select(votes.c.pair_id, func.count().label("n")).group_by(votes.c.pair_id).subquery())
         mine = select(votes.c.pair_id).where(votes.c.annotator == annotator)
         n = func.coalesce(counts.c.n, 0)
         salt = sum(annotator.encode()) * 7919 % 10007
         query = (select(pairs.c.id, pairs.c.prompt, pairs.c.image_a, pairs.c.image_b)
                  .outerjoin(counts, counts.c.pair_id == pairs.c.id)
-                 .where(n < votes_per_pair, pairs.c.id.not_in(mine))
+                 .where(n < votes_per_pair, pairs.c.id.not_in(mine), pairs.c.id.not_in(list(skip)))
                  .order_by(n, (pairs.c.id * 7919 + salt) % 10007, pairs.c.id).limit(1))
         with self.engine.connect() as c:
             row = c.execute(query).first()
