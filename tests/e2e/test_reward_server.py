@@ -20,14 +20,9 @@ from typer.testing import CliRunner
 from rewardlab.cli import app as cli_app
 from rewardlab.rewards import Reward, RewardError, RewardOutput, load
 from rewardlab.serve.remote import RemoteReward, encode_png
+from tests.helpers.serving import free_port
 
 PROMPTS = ["a photo of a red circle", "a photo of two blue squares", "a photo of a green triangle above a circle"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, proc=None, timeout: float = 60.0) -> dict:
@@ -237,6 +232,14 @@ def test_token_and_bad_payloads(local_server):
     assert "at most 1024" in detail({"prompts": ["a"] * 1025, "images": png_b64(1025, size=1)}, 400)
     detail({"prompts": "a", "images": 3}, 422)
     assert httpx.post(url + "/score", content=b"{", headers=auth).status_code == 422
+    big = local_server(SlowReward(), max_body=1000)  # refused from its Content-Length, before the body is read
+    r = httpx.post(big + "/score", json={"prompts": ["a"] * 40, "images": png_b64(40)})
+    assert r.status_code == 413 and "at most 1000" in r.json()["detail"]
+
+    def chunked():
+        yield b'{"prompts": ["a"], "images": []}'
+
+    assert httpx.post(big + "/score", content=chunked()).status_code == 411
 
 
 def test_full_queue_503_timeout_504_and_failing_batch_500(local_server):
@@ -297,5 +300,7 @@ def test_cli_errors_are_one_line():
         result = runner.invoke(cli_app, ["serve-reward", "--reward", "shapeworld", "--port",
                                          str(taken.getsockname()[1])])
     assert result.exit_code == 2 and "cannot listen on 127.0.0.1" in result.output
+    result = runner.invoke(cli_app, ["serve-reward", "--reward", "shapeworld", "--host", "0.0.0.0"], env={"REWARDLAB_TOKEN": ""})
+    assert result.exit_code == 2 and "give it a --token" in result.output
     with pytest.raises(ValueError, match="needs the server's url"):
         load("remote")

@@ -32,30 +32,20 @@ def serve_reward(
         from ..serve.reward_server import is_loopback, listen, serve
     except ImportError as e:
         fail(f"the reward server needs the serve extra ({e.name} is missing): pip install 'rewardlab[serve]'")
-    scorer = _load_reward(reward, option)
+    from .evaluate import load_judge
+
+    if not is_loopback(host) and not token:
+        fail(f"--host {host} opens the server to the network: give it a --token (or REWARDLAB_TOKEN)")
+    scorer = load_judge(reward, option)
     try:
         sock = listen(host, port)
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
     if not is_loopback(host):
-        err_console.print(f"warning: listening on {host}: the reward server is reachable from the network"
-                          + ("" if token else " and anyone can use it (set --token)"))
+        err_console.print(f"warning: listening on {host}: the reward server is reachable from the network")
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
     console.print(f"serving {scorer.name} on http://{shown}:{sock.getsockname()[1]} (POST /score, GET /health)",
                   soft_wrap=True)
     serve(scorer, sock=sock, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
           timeout_s=timeout, token=token or None, threads=threads)
 
-
-def _load_reward(name: str, option: list[str]):
-    from ..rewards import load
-    from ..rewards.registry import parse_options
-
-    try:
-        options = parse_options(option)
-        others = sorted(set(options) - {name})
-        if others:
-            raise ValueError(f"--set names rewards other than --reward {name}: {', '.join(others)}")
-        return load(name, **options.get(name, {}))
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        fail(str(e).strip("'\""))

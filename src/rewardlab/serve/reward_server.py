@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
@@ -180,13 +180,15 @@ class Batcher:
 
 
 def decode(images: list[str]) -> list[np.ndarray]:
-    """Base64 PNG/JPEG → uint8 ``[H, W, 3]`` arrays; a bad one is a 400 naming its index."""
-    arrays = []
+    """Base64 PNG/JPEG → uint8 ``[H, W, 3]`` arrays; a bad one is a 400 naming its index, and
+    a request's images may hold at most ``MAX_PIXELS`` pixels together."""
+    arrays, pixels = [], 0
     for i, data in enumerate(images):
         try:
             with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise ValueError(f"{im.width}x{im.height} exceeds {MAX_PIXELS} pixels")
+                pixels += im.width * im.height
+                if pixels > MAX_PIXELS:
+                    raise ValueError(f"the request's images exceed {MAX_PIXELS} pixels together")
                 im.load()
                 arrays.append(pil_to_array(im))
         except binascii.Error as e:
@@ -199,7 +201,8 @@ def decode(images: list[str]) -> list[np.ndarray]:
 
 
 def create_app(reward: Reward, max_batch: int = 64, max_wait_ms: float = 5.0, max_queue: int = 1024,
-               timeout_s: float = 30.0, token: str | None = None, threads: int | None = None) -> FastAPI:
+               timeout_s: float = 30.0, token: str | None = None, threads: int | None = None,
+               max_body: int = 256 * 2**20) -> FastAPI:
     """The FastAPI app serving ``reward``; the batcher starts and stops with the app. ``threads``:
     torch's CPU threads for the reward (default: one core fewer than the machine's, left to
     HTTP and decoding — torch threads that compete for cores spin at every op)."""
@@ -215,6 +218,7 @@ def create_app(reward: Reward, max_batch: int = 64, max_wait_ms: float = 5.0, ma
         batcher.worker.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title=f"rewardlab reward server ({reward.name})", lifespan=lifespan)
+    app.add_middleware(Guard, token=token, max_bytes=max_body)
 
     @app.get("/health")
     async def health():
@@ -223,11 +227,7 @@ def create_app(reward: Reward, max_batch: int = 64, max_wait_ms: float = 5.0, ma
                 "batches": b.batches,
                 "images": b.images, "mean_batch": b.images / b.batches if b.batches else 0.0}
 
-    async def authorize(request: Request) -> None:  # a dependency: runs before the body is validated
-        if token is not None:
-            check_token(request.headers.get("authorization", ""), token)
-
-    @app.post("/score", dependencies=[Depends(authorize)])
+    @app.post("/score")
     async def score(body: ScoreRequest):
         b = state["batcher"]
         check_request(body, max_queue)
@@ -242,11 +242,36 @@ def create_app(reward: Reward, max_batch: int = 64, max_wait_ms: float = 5.0, ma
     return app
 
 
-def check_token(header: str, token: str) -> None:
+class Guard:
+    """ASGI middleware: a ``/score`` request with a wrong token (401), no Content-Length (411)
+    or a body over ``max_bytes`` (413) is answered before a byte of its body is read."""
+
+    def __init__(self, app, token: str | None, max_bytes: int):
+        self.app, self.token, self.max_bytes = app, token, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/score":
+            refusal = self.refusal({k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]})
+            if refusal is not None:
+                status, detail = refusal
+                headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                return await JSONResponse({"detail": detail}, status, headers=headers)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def refusal(self, headers: dict[str, str]) -> tuple[int, str] | None:
+        if self.token is not None and not token_ok(headers.get("authorization", ""), self.token):
+            return 401, "missing or wrong token: send 'Authorization: Bearer TOKEN'"
+        length = headers.get("content-length")
+        if length is None or not length.isdigit():
+            return 411, "send the request with a Content-Length"
+        if int(length) > self.max_bytes:
+            return 413, f"request body of {int(length)} bytes; the server takes at most {self.max_bytes}"
+        return None
+
+
+def token_ok(header: str, token: str) -> bool:
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'",
-                            headers={"WWW-Authenticate": "Bearer"})
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def check_request(body: ScoreRequest, max_images: int) -> None:
