@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Iterable
@@ -17,22 +18,25 @@ class ImageError(ValueError):
     """An image that cannot be read or converted; the message names the file."""
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read any PIL-readable file as uint8 RGB ``[H, W, 3]`` (palette, alpha, 16-bit,
-    CMYK and greyscale are converted; transparency is composited on white)."""
-    path = Path(path)
+def load_image(source: str | Path | bytes) -> np.ndarray:
+    """Read any PIL-readable file (or its bytes) as uint8 RGB ``[H, W, 3]`` (palette, alpha,
+    16-bit, CMYK and greyscale are converted; transparency is composited on white)."""
+    data = isinstance(source, (bytes, bytearray))
+    name = "image bytes" if data else Path(source)
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(source) if data else name) as im:
             if im.width * im.height > MAX_PIXELS:
-                raise ImageError(f"{path}: {im.width}x{im.height} exceeds {MAX_PIXELS} pixels")
+                raise ImageError(f"{name}: {im.width}x{im.height} exceeds {MAX_PIXELS} pixels")
             im.load()
             return pil_to_array(im)
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{name}: no such file") from None
     except Image.DecompressionBombError as e:  # PIL's own limit, met while reading the header
-        raise ImageError(f"{path}: refused as a decompression bomb ({e})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ImageError(f"{path}: not a readable image ({e})") from None
+        raise ImageError(f"{name}: refused as a decompression bomb ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError(f"{name}: not a readable image ({e})") from None
 
 
 def pil_to_array(im: Image.Image) -> np.ndarray:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from rewardlab.cli import app
 from rewardlab.eval.judge_data import read_judge_set
-from rewardlab.eval.judges import choose_tau, evaluate_judge, predict, spearman, tie_accuracy
+from rewardlab.eval.judges import choose_tau, evaluate_judge, predict, score_items, spearman, tie_accuracy
 from rewardlab.rewards.base import Reward, RewardOutput
 
 
@@ -62,6 +62,8 @@ def test_mjbench_parquet_with_categories_ties_and_a_missing_image(tmp_path):
     assert cats["b"] == {"pairs": 2, "tie_labels": 1, "accuracy": 1.0, "accuracy_no_ties": 1.0}
     assert cats["overall"]["pairs"] == 4 and cats["overall"]["accuracy"] == 0.75
     assert r["skipped"] == {"missing or unreadable image": 1} and r["scored"] == 4
+    small = score_items(Brightness(), read_judge_set(tmp_path / "mj.parquet"), chunk=2)  # images read 2 at a time
+    assert small == score_items(Brightness(), read_judge_set(tmp_path / "mj.parquet")) and small[4] is None
 
 
 def test_pickapic_preference_and_malformed_rows(tmp_path):
@@ -127,3 +129,18 @@ def test_shapeworld_judge_set_and_cli(tmp_path):
     assert r.exit_code == 2 and "no such file" in r.output
     r = runner.invoke(app, ["eval", "judge", str(out), "--reward", "shapeclip", "--format", "csv"])
     assert r.exit_code == 2 and "unknown format" in r.output
+
+
+def test_choose_tau_sweep_matches_trying_every_tau():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        diffs = np.round(rng.normal(0, 1, 30), 1)  # rounded: equal |differences| and exact zeros occur
+        labels = rng.choice([0, 0.5, 1], 30)
+
+        def acc(tau):
+            return np.mean([tie_accuracy(predict(d, 0, tau), y) for d, y in zip(diffs, labels)])
+
+        candidates = np.unique(np.r_[0, np.abs(diffs)])
+        best = max(acc(t) for t in candidates)
+        assert acc(choose_tau(diffs, labels)) == pytest.approx(best)
+        assert choose_tau(diffs, labels) == min(t for t in candidates if acc(t) == pytest.approx(best))

@@ -64,11 +64,10 @@ def _hacking_watch(cfg, out: Path, stop: bool):
                              trained=[f"score/{n}" for n in cfg.reward.names])
 
     def watch(epoch: int, metrics: dict) -> None:
+        alarms = []
         if not monitor.rows and epoch > 1 and (out / "metrics.jsonl").exists():  # a resumed run: its history
-            for row in read_log(out):
-                if row["epoch"] < epoch:
-                    monitor.update(row)
-        for alarm in monitor.update({"epoch": epoch, **metrics}):
+            alarms = [a for row in read_log(out) if row["epoch"] < epoch for a in monitor.update(row)]
+        for alarm in alarms + monitor.update({"epoch": epoch, **metrics}):
             console.print(f"[bold red]hacking alarm[/] {alarm.message}")
             if stop:
                 raise HackingStop(alarm.message)

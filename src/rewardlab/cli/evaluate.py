@@ -140,7 +140,10 @@ def eval_judge(
         fail(str(e))
     judge = load_judge(reward, option)
     with progress_bar(f"judging ({judge.name})", sum(len(i.images) for i in data.items)) as advance:
-        report = evaluate_judge(judge, data, val_data, batch_size, progress=advance)
+        try:
+            report = evaluate_judge(judge, data, val_data, batch_size, progress=advance)
+        except ValueError as e:  # RewardError: a judge that cannot read these prompts, a server that is down
+            fail(f"{judge.name}: {e}")
     console.print(judge_table(report, judge.name))
     for reason, n in report["skipped"].items():
         console.print(f"skipped {n} item(s): {reason}")
@@ -193,4 +196,6 @@ def report(
         path = write_report(run, out)
     except (ValueError, OSError) as e:
         fail(str(e))
+    except (KeyError, TypeError, AttributeError) as e:  # a log or trace missing a field or holding another type
+        fail(f"{run}: a malformed log or trace ({type(e).__name__}: {e})")
     console.print(f"wrote {path}")

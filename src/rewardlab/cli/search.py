@@ -50,7 +50,7 @@ def search(
                                                    "twice that with guidance)."),
     reward: str = typer.Option("shapeworld", help="The reward to search with (see `rewardlab rewards list`); "
                                                   "ShapeWorld's verifier scores partial credit."),
-    option: List[str] = typer.Option([], "--set", help="A reward option, REWARD.KEY=VALUE (repeatable)."),
+    option: List[str] = typer.Option([], "--set", help="A reward or monitor option, REWARD.KEY=VALUE (repeatable)."),
     opt: List[str] = typer.Option([], "--opt", help="A method option, KEY=VALUE (repeatable), e.g. --opt lam=5 "
                                                     "for smc; a wrong key lists the method's options."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Candidate k starts from seed + k."),
@@ -83,10 +83,9 @@ def search(
     check_output_dir(out)
     if (out / "trace.json").exists() and not overwrite:
         fail(f"{out} holds an earlier search; pass --overwrite to replace it")
-    judge = load_judge(reward, option)
+    judge, monitors = _load_rewards(reward, monitor, option)
     if method == "noise_opt" and not judge.differentiable:
         fail(f"noise_opt needs a differentiable reward; {reward!r} is not (try shapeclip, or another method)")
-    monitors = {name: load_judge(name, []) for name in monitor}
     gen, _ = load_sampler(cfg)
     guidance = gen.default_guidance if cfg.guidance is None else cfg.guidance
     with progress_bar(f"{method}: network passes", int(budget * nfe_per_sample(cfg.steps, guidance) + 1e-6)) as advance:
@@ -106,6 +105,21 @@ def search(
     console.print(f"best score {float(res.scores[0]):.4g} ({res.nfe} of {res.budget_nfe} NFEs, "
                   f"{res.reward_calls} reward calls, {res.seconds:.1f} s); wrote {out}/best.png, "
                   f"{out}/candidates/ and {out}/trace.json")
+
+
+def _load_rewards(reward: str, monitors: list[str], option: list[str]):
+    """The search reward and the monitors, each with its own ``--set NAME.KEY=VALUE`` options."""
+    from ..rewards.registry import parse_options
+
+    try:
+        options = parse_options(option)
+    except ValueError as e:
+        fail(str(e))
+    unknown = sorted(set(options) - {reward, *monitors})
+    if unknown:
+        fail(f"--set names rewards that are neither --reward nor --monitor: {', '.join(unknown)}")
+    own = lambda name: [o for o in option if o.partition("=")[0].rpartition(".")[0] == name]  # noqa: E731
+    return load_judge(reward, own(reward)), {name: load_judge(name, own(name)) for name in monitors}
 
 
 def write(res, out: Path, save_png, to_uint8) -> None:

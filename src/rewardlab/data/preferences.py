@@ -24,10 +24,9 @@ def png_bytes(img: np.ndarray) -> bytes:
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    from ..images import pil_to_array
+    from ..images import load_image
 
-    with Image.open(io.BytesIO(data)) as im:
-        return pil_to_array(im)
+    return load_image(data)
 
 
 def make_shapeworld_preferences(pairs: int, label_noise: float = 0.0, tie_fraction: float = 0.1,

@@ -74,6 +74,7 @@ import torch
 import torch.nn.functional as F
 
 from ..rewards.base import Reward, RewardError, RewardOutput
+from ..rewards.geneval import DEFAULT_CLIP, DEFAULT_DETECTOR  # noqa: F401  (defined once, with the reward)
 from ..world.records import RELATIONS, TAGS, RecordError
 from ..world.render import relative_position
 
@@ -88,8 +89,6 @@ CROP_BACKGROUND = 153 / 255  # "#999"
 TEST_SHORT, TEST_LONG, SIZE_DIVISOR = 800, 1333, 32  # mmdet's Mask2Former test scale
 MAX_PER_IMAGE = 100  # (query, class) pairs kept by mmdet's instance post-processing
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DEFAULT_DETECTOR = "facebook/mask2former-swin-small-coco-instance"
-DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 # GenEval's evaluation/object_names.txt: its names for COCO's 80 classes, in COCO's order
 GENEVAL_OBJECTS = (

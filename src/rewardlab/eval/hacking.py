@@ -16,6 +16,7 @@ run; ``scan`` reads a whole log. Recipes never import this module: they log, eva
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class HackingMonitor:
     window: int = 5
     drop: float = 0.02
     collapse: float = 0.5
+    unit: str = "epoch"  # what a row is, in messages ("iterate" for a search)
     rows: list[dict] = field(default_factory=list)
     fired: set = field(default_factory=set)
     best: dict = field(default_factory=dict)
@@ -48,7 +50,8 @@ class HackingMonitor:
         """Add one epoch's metrics; returns the alarms that fire at it (each kind and signal once)."""
         if self.reward not in row:  # an evaluation-only line (epoch 0)
             return []
-        self.rows.append(row)
+        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        self.rows.append(row)  # NaN/inf live is None in the saved log: both are "not measured"
         if len(self.rows) < self.window:
             return []
         recent = self.rows[-self.window:]
@@ -72,8 +75,8 @@ class HackingMonitor:
         best = self.best[key] = max(self.best.get(key, now), now)
         if _slope(reward) > 0 and _slope(gold) < 0 and now <= best - self.drop:
             epoch = recent[-1]["epoch"]
-            return Alarm(epoch, "gold_falls", key, f"epoch {epoch}: {self.reward} rising while {key} fell from "
-                         f"{best:.3f} to {now:.3f} (means of {self.window} epochs)", best, now)
+            return Alarm(epoch, "gold_falls", key, f"{self.unit} {epoch}: {self.reward} rising while {key} fell from "
+                         f"{best:.3f} to {now:.3f} (means of {self.window} {self.unit}s)", best, now)
         return None
 
     def _diversity_alarm(self, recent: list[dict]) -> Alarm | None:
@@ -81,7 +84,7 @@ class HackingMonitor:
         if first is None or now is None or now.mean() >= self.collapse * first.mean():
             return None
         epoch = recent[-1]["epoch"]
-        return Alarm(epoch, "diversity_collapse", "diversity", f"epoch {epoch}: diversity {now.mean():.3f} is below "
+        return Alarm(epoch, "diversity_collapse", "diversity", f"{self.unit} {epoch}: diversity {now.mean():.3f} is below "
                      f"{self.collapse:.0%} of its start ({first.mean():.3f})")
 
 

@@ -21,7 +21,6 @@ the dataset file's folder.
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -71,18 +70,10 @@ def read_judge_set(path: str | Path, fmt: str | None = None, image_root: str | P
     return out
 
 
-def load_item_image(ref, root: Path | None = None) -> np.ndarray:
+def load_item_image(ref) -> np.ndarray:
     """uint8 [H, W, 3] from bytes or a path; ``ImageError`` naming the problem."""
-    from PIL import Image
+    from ..images import load_image
 
-    from ..images import ImageError, load_image, pil_to_array
-
-    if isinstance(ref, (bytes, bytearray)):
-        try:
-            with Image.open(io.BytesIO(ref)) as im:
-                return pil_to_array(im)
-        except Exception as e:  # noqa: BLE001 — any undecodable bytes
-            raise ImageError(f"undecodable image bytes ({type(e).__name__})") from None
     return load_image(ref)
 
 

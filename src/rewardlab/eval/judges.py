@@ -41,48 +41,62 @@ def spearman(a, b) -> float:
 
 
 def choose_tau(diffs: np.ndarray, labels: np.ndarray) -> float:
-    """The τ among 0 and the observed |score differences| that maximises the tie-aware accuracy."""
-    diffs, labels = np.asarray(diffs, float), np.asarray(labels, float)
-    best, best_acc = 0.0, -1.0
-    for tau in np.unique(np.concatenate([[0.0], np.abs(diffs)])):
-        acc = np.mean([tie_accuracy(predict(d, 0.0, tau), y) for d, y in zip(diffs, labels)])
-        if acc > best_acc + 1e-12:
-            best, best_acc = float(tau), acc
-    return best
+    """The τ among 0 and the observed |score differences| that maximises the tie-aware
+    accuracy (one sorted sweep: raising τ past |d| turns that pair's prediction into a tie)."""
+    d, y = np.abs(np.asarray(diffs, float)), np.asarray(labels, float)
+    base = np.array([tie_accuracy(predict(v, 0.0), t) for v, t in zip(diffs, y)])  # at τ = 0
+    as_tie = np.array([tie_accuracy(0.5, t) for t in y])
+    order = np.argsort(d, kind="stable")
+    taus, gains = np.r_[0.0, d[order]], np.r_[0.0, np.cumsum((as_tie - base)[order])]
+    last = np.r_[taus[1:] != taus[:-1], True]  # a τ counts only once every pair at or below it is a tie
+    return float(taus[int(np.argmax(np.where(last, gains, -np.inf)))])
 
 
-def score_items(reward, data: JudgeSet, batch_size: int = 32, progress=None) -> list[list[float] | None]:
-    """The judge's score of every image of every item; None for an item with an unreadable
-    image or a score the judge could not compute (counted in ``data.skipped``)."""
+def score_items(reward, data: JudgeSet, batch_size: int = 32, progress=None, chunk: int = 512
+                ) -> list[list[float] | None]:
+    """The judge's score of every image of every item, reading images ``chunk`` at a time;
+    None for an item with an unreadable image or a score the judge could not compute
+    (counted in ``data.skipped``)."""
+    scores: list[list[float] | None] = []
+    start = 0
+    while start < len(data.items):
+        stop, n = start, 0
+        while stop < len(data.items) and (n == 0 or n + len(data.items[stop].images) <= chunk):
+            n += len(data.items[stop].images)
+            stop += 1
+        scores += _score_chunk(reward, data, range(start, stop), batch_size, progress)
+        start = stop
+    return scores
+
+
+def _score_chunk(reward, data: JudgeSet, indices, batch_size: int, progress) -> list[list[float] | None]:
     from ..images import ImageError, to_tensor
 
-    scores: list[list[float] | None] = [None] * len(data.items)
-    pending = []  # (item, image index, array)
-    for i, item in enumerate(data.items):
+    pending, missing = [], set()  # (item, image index, array)
+    for i in indices:
         try:
-            pending += [(i, k, load_item_image(ref)) for k, ref in enumerate(item.images)]
+            pending += [(i, k, load_item_image(ref)) for k, ref in enumerate(data.items[i].images)]
         except ImageError:
             data.skipped["missing or unreadable image"] += 1
-            scores[i] = []
+            missing.add(i)
     by_item: dict[int, dict[int, float]] = defaultdict(dict)
     bad: set[int] = set()
-    for shape, group in _by_shape(pending).items():
-        for start in range(0, len(group), batch_size):
-            chunk = group[start:start + batch_size]
+    for group in _by_shape(pending).values():
+        for b in range(0, len(group), batch_size):
+            part = group[b:b + batch_size]
             with torch.no_grad():
-                out = reward(to_tensor([a for _, _, a in chunk]), [data.items[i].prompt for i, _, _ in chunk])
-            for (i, k, _), s, ok in zip(chunk, out.scores.tolist(), out.valid.tolist()):
+                out = reward(to_tensor([a for _, _, a in part]), [data.items[i].prompt for i, _, _ in part])
+            for (i, k, _), s, ok in zip(part, out.scores.tolist(), out.valid.tolist()):
                 by_item[i][k] = s
                 if not ok:
                     bad.add(i)
             if progress:
-                progress(len(chunk))
-    for i in bad:
-        data.skipped["a score the judge could not compute"] += 1
-    for i, item in enumerate(data.items):
-        if scores[i] is None and i not in bad and len(by_item[i]) == len(item.images):
-            scores[i] = [by_item[i][k] for k in range(len(item.images))]
-    return [s if s else None for s in scores]
+                progress(len(part))
+    data.skipped["a score the judge could not compute"] += len(bad)
+    if not data.skipped["a score the judge could not compute"]:
+        del data.skipped["a score the judge could not compute"]
+    return [None if i in missing or i in bad else [by_item[i][k] for k in range(len(data.items[i].images))]
+            for i in indices]
 
 
 def judge_report(data: JudgeSet, scores, tau: float = 0.0) -> dict:
@@ -98,7 +112,7 @@ def judge_report(data: JudgeSet, scores, tau: float = 0.0) -> dict:
                 groups[f"{item.category}/{item.subcategory}"].append(pair)
         if item.ranks is not None and len(set(s)) > 1 and len(set(item.ranks)) > 1:
             rhos.append(spearman([-r for r in item.ranks], s))
-    groups["overall"] = [p for k, v in groups.items() if "/" not in k for p in v]
+    groups["overall"] = [p for item, s in zip(data.items, scores) if s is not None for p in _pairs(item, s)]
     return {"format": data.format, "items": len(data.items), "scored": sum(s is not None for s in scores),
             "skipped": dict(data.skipped), "tau": tau,
             "categories": {k: _accuracy(v, tau) for k, v in sorted(groups.items())},

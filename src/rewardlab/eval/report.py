@@ -118,27 +118,27 @@ def _eval_table(before: dict, after: dict) -> str:
     keys = [k for k in before if k.startswith("eval/")]
     rows = "".join(f"<tr><td>{_e(k[5:])}</td><td>{before[k]:.3f}</td><td>{after.get(k, float('nan')):.3f}</td>"
                    f"<td>{after.get(k, float('nan')) - before[k]:+.3f}</td></tr>" for k in keys)
-    return (f"<table class='eval'><tr><th>tag</th><th>epoch {before['epoch']}</th><th>epoch {after['epoch']}</th>"
+    return (f"<table class='eval'><tr><th>tag</th><th>epoch {_e(before['epoch'])}</th><th>epoch {_e(after['epoch'])}</th>"
             f"<th>change</th></tr>{rows}</table>")
 
 
 def _search(run: Path) -> str:
     trace = json.loads((run / "trace.json").read_text(encoding="utf-8"))
-    parts = [f"<p>method <b>{_e(trace.get('method'))}</b>: {trace.get('nfe')} of {trace.get('budget_nfe')} network "
-             f"passes, {trace.get('reward_calls')} reward calls, {trace.get('seconds')} s</p>"]
+    parts = [f"<p>method <b>{_e(trace.get('method'))}</b>: {_e(trace.get('nfe'))} of {_e(trace.get('budget_nfe'))} "
+             f"network passes, {_e(trace.get('reward_calls'))} reward calls, {_e(trace.get('seconds'))} s</p>"]
     rows = read_log(run)  # scoring rounds, when the search logged monitors (search --monitor)
     if rows:
-        alarms = scan(rows)
+        alarms = scan(rows, unit="scoring round")
         parts += ["<h2>Hacking monitor</h2>", _alarms(alarms), _img(curves_png(rows, alarms, [], "scoring round"),
                                                                     "curves", px=False)]
     for p in trace.get("prompts", []):
         parts.append(f"<h2>{_e(p['prompt'])}</h2>")
         if (run / "best.png").is_file():
-            parts.append(_figure((run / "best.png").read_bytes(), f"best, score {p.get('score')}"))
+            parts.append(_figure((run / "best.png").read_bytes(), f"best, score {_number(p.get('score'))}"))
         for k, c in enumerate(p.get("ranked", [])[:32]):
             path = _inside(run, c["file"])
             if path is not None:
-                parts.append(_figure(path.read_bytes(), f"#{k + 1}: {c['score']:.3f}"))
+                parts.append(_figure(path.read_bytes(), f"#{k + 1}: {_number(c.get('score'))}"))
     parts += ["<h2>Trace</h2>", f"<pre>{_e(json.dumps(trace.get('trace', []), indent=1)[:20000])}</pre>"]
     return "\n".join(parts)
 
@@ -181,6 +181,10 @@ def _img(png: bytes, alt: str, px: bool = True) -> str:
         w = im.width * max(1, 128 // max(im.width, 1)) if px else im.width
     data = base64.b64encode(png).decode()
     return f"<img class='{'px' if px else 'plot'}' width='{w}' alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def _number(x) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "—"
 
 
 def _e(x) -> str:

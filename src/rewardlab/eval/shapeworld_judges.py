@@ -52,10 +52,11 @@ def make_shapeworld_judge_set(per_subcategory: int = 100, seed: int = 0, size: i
             rows[k].append(v)
 
     def render(rec, draw, correct: bool):  # a render of draw() that the verifier judges (in)correct for rec
-        while True:
+        for _ in range(100):
             img = render_record(draw(), int(rng.integers(2**31)), size)
             if verify(img, rec).correct == correct:
                 return img
+        raise RuntimeError(f"no {'correct' if correct else 'wrong'} render for {rec['prompt']!r} in 100 tries")
 
     for tag, sub in SUBCATEGORY.items():
         sampler = PromptSampler("all", tags=(tag,), seed=seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 import socket
 import time
 
@@ -38,7 +39,11 @@ class RemoteReward(Reward):
             raise ValueError(f"reward 'remote': batch_size must be ≥ 1 and retries ≥ 0, "
                              f"got {batch_size} and {retries}")
         self.url, self.retries, self.backoff, self.batch_size = url.rstrip("/"), retries, backoff, batch_size
-        headers = {"Authorization": f"Bearer {token}"} if token not in (None, "") else {}  # --set may make it an int
+        token = os.environ.get("REWARDLAB_TOKEN") if token is None else token
+        if token is not None and not isinstance(token, str):  # --set read it as a number or a bool
+            raise ValueError(f"reward 'remote': the token must be text; quote it (--set \"remote.token='{token}'\") "
+                             f"or set REWARDLAB_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         # TCP_NODELAY: httpx sends headers and body in two writes, and with Nagle the body waits
         # for the server's delayed ACK (40-200 ms a request). Every connection is kept alive, so
         # that many threads sharing this reward do not reconnect at each call.
