@@ -43,12 +43,16 @@ def _serve(source, db, port):
 
 def _annotate(url: str, name: str) -> list[int]:
     codes = []
-    with httpx.Client(base_url=url, headers={"Authorization": "Bearer t"}, timeout=60) as client:
+    auth = {"Authorization": "Bearer t"}
+    with httpx.Client(base_url=url, headers=auth, timeout=60) as client, \
+            httpx.Client(base_url=url, headers=auth, timeout=60) as tab, ThreadPoolExecutor(2) as both:
         for k in range(VOTES):
             pair = client.get("/api/next", params={"annotator": name}).json()["pair"]
             vote = {"pair_id": pair["id"], "annotator": name, "choice": ("a", "b", "tie")[k % 3]}
-            codes.append(client.post("/api/votes", json=vote).status_code)
-            if k % 25 == 0:  # a double click: the second vote on the same pair must be refused
+            if k % 25 == 0:  # the same vote from two tabs at once: the database keeps exactly one
+                sent = [both.submit(c.post, "/api/votes", json=vote) for c in (client, tab)]
+                codes += [f.result().status_code for f in sent]
+            else:
                 codes.append(client.post("/api/votes", json=vote).status_code)
     return codes
 
