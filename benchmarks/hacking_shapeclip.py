@@ -8,7 +8,7 @@ judges_shapeworld), with the exact verifier logged as gold at every iterate
 Prints the proxy and gold per iterate, the first alarm, and how far the gold had fallen from
 its best when it fired (window means and single iterates). Writes
 benchmarks/results/hacking_shapeclip.{json,md,png} and the trace's rows as
-hacking_shapeclip_log.jsonl.
+hacking_shapeclip_log.jsonl; the search's trace.json goes to --out, for `rewardlab report`.
 """
 
 import argparse
@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--lr", type=float, default=10.0)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/hacking_shapeclip_search", help="folder for the search's trace.json")
     args = ap.parse_args()
     recs = PromptSampler("train", tags=("position", "color_attr"), seed=args.seed)(args.prompts)
     t0 = time.time()
@@ -65,7 +66,10 @@ def main():
                                               + "\n".join(lines) + "\n")
     (out / "hacking_shapeclip.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "hacking_shapeclip_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "hacking_shapeclip.png").write_bytes(curves_png(rows, alarms, []))
+    (out / "hacking_shapeclip.png").write_bytes(curves_png(rows, alarms, [], "iterate"))
+    run = Path(args.out)  # the search's trace, for `rewardlab report`
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "trace.json").write_text(json.dumps(res.summary(), indent=1) + "\n")
 
 
 if __name__ == "__main__":
