@@ -93,12 +93,12 @@ def curves_png(rows: list[dict], alarms: list[Alarm], trained: list[str], x: str
     epochs = [r["epoch"] for r in train]
     gold = sorted({k for r in train for k in r if k.startswith("score/") and k not in trained})
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    panels = [("training reward", ["reward_mean"]), ("gold (monitors)", gold), ("diversity", ["diversity"])]
+    panels = [("optimised reward", ["reward_mean"]), ("gold (monitors)", gold), ("diversity", ["diversity"])]
     for ax, (name, keys) in zip(axes, panels):
         keys = [k for k in keys if any(r.get(k) is not None for r in train)]
         for k in keys:
             ax.plot(epochs, [r.get(k) if r.get(k) is not None else float("nan") for r in train], label=k)
-        for a in alarms:
+        for a in alarms if keys else []:
             ax.axvline(a.epoch, color="#b00020", ls="--", lw=1)
         ax.set_title(name)
         ax.set_xlabel(x)
