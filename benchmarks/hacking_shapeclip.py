@@ -8,7 +8,8 @@ judges_shapeworld), with the exact verifier logged as gold at every iterate
 Prints the proxy and gold per iterate, the first alarm, and how far the gold had fallen from
 its best when it fired (window means and single iterates). Writes
 benchmarks/results/hacking_shapeclip.{json,md,png} and the trace's rows as
-hacking_shapeclip_log.jsonl; the search's trace.json goes to --out, for `rewardlab report`.
+hacking_shapeclip_log.jsonl, and the images the search ends with (rendered by the full sampler
+from the noise the proxy liked best) as hacking_shapeclip_images.png; the search's trace.json goes to --out, for `rewardlab report`.
 """
 
 import argparse
@@ -19,6 +20,7 @@ from pathlib import Path
 from rewardlab.eval.hacking import HackingMonitor, alarms_json, scan
 from rewardlab.eval.report import curves_png
 from rewardlab.generators import load_generator
+from rewardlab.images import grid, save_png, to_uint8
 from rewardlab.rewards import load
 from rewardlab.search import search
 from rewardlab.world.prompts import PromptSampler
@@ -67,6 +69,7 @@ def main():
     (out / "hacking_shapeclip.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "hacking_shapeclip_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "hacking_shapeclip.png").write_bytes(curves_png(rows, alarms, [], "iterate"))
+    save_png(grid(to_uint8(res.images), 8), out / "hacking_shapeclip_images.png", scale=3)  # the proxy's favourites
     run = Path(args.out)  # the search's trace, for `rewardlab report`
     run.mkdir(parents=True, exist_ok=True)
     (run / "trace.json").write_text(json.dumps(res.summary(), indent=1) + "\n")
