@@ -1,6 +1,6 @@
 """Alignment recipes: a reward makes a generator better.
 
-One short file per recipe (``grpo``, ``nft``), each reading as its paper's algorithm box
+One short file per recipe (``grpo``, ``nft``, ``backprop``), each reading as its paper's algorithm box
 (setup → sample → score → update) over the Generator contract; losses are pure functions in
 ``losses.py``; ``common.py`` is the shared harness (prompts, rewards, metrics, checkpoints,
 evaluation, torchrun). Run one with ``rewardlab train RECIPE --config configs/NAME.yaml``.
@@ -16,6 +16,8 @@ import importlib
 RECIPES = {
     "grpo": ("GRPOConfig", "grpo", "DDPO / Flow-GRPO / DanceGRPO / MixGRPO: PPO-clip on the sampler's log-probs"),
     "nft": ("NFTConfig", "nft", "DiffusionNFT (or AWM): likelihood-free RL on the forward process"),
+    "backprop": ("BackpropConfig", "backprop", "AlignProp / DRaFT-K / DRaFT-LV / ReFL: reward gradients through the "
+                                               "sampler"),
 }
 
 

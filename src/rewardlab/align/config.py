@@ -151,3 +151,17 @@ class NFTConfig(Sections):
     train_uncond: bool = setting(False, "let gradients reach the unconditional pass of guidance too (it is "
                                         "shared by every prompt; off keeps it as the anchor)")
     skip_flat_groups: bool = setting(True, "skip groups whose rewards are all equal (no signal)")
+
+
+@dataclass
+class BackpropConfig(Sections):
+    """Reward backpropagation: DRaFT-K / AlignProp, DRaFT-LV, ReFL (``align/backprop.py``)."""
+
+    mode: Literal["draft", "draft_lv", "refl"] = setting(
+        "draft", "draft: gradients through the last k steps (k = steps with checkpoint: AlignProp); draft_lv: "
+                 "through the last step of re-noised samples; refl: one step from a late state to its x0-prediction")
+    k: int = setting(1, "draft: sampler steps the gradient flows through (the last ones)", min=1)
+    checkpoint: bool = setting(False, "recompute each differentiated step in the backward pass (AlignProp's memory "
+                                      "saving)")
+    lv_samples: int = setting(2, "draft_lv: re-noised copies of each sample", min=1)
+    refl_range: list[float] = setting([0.7, 0.9], "refl: the step is drawn from these fractions of the schedule")
