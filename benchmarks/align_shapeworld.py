@@ -125,7 +125,7 @@ def demo_grids(weights: Path) -> None:
 
 def cmd_table(args) -> None:
     data = load()
-    recipes = [k for k in ("grpo", "nft") if k in data]
+    recipes = [k for k in ("grpo", "nft", "backprop") if k in data]
     full = [k for k in recipes if "evaluation" not in data[k]["after"]]  # judged on the whole eval split
     best = max(full, key=lambda k: data[k]["after"]["overall"]) if full else None
     data["best"] = best
@@ -177,7 +177,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("eval", help="judge a run's weights on the whole eval split")
-    e.add_argument("name", choices=["grpo", "nft"])
+    e.add_argument("name", choices=["grpo", "nft", "backprop"])
     e.add_argument("run")
     e.add_argument("--periodic", action="store_true", help="take the run's last periodic evaluation instead")
     b = sub.add_parser("baseline", help="continued supervised training for the same minutes")

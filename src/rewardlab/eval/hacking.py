@@ -3,8 +3,11 @@ train``: the training reward ``reward_mean``, every monitor as ``score/NAME``, a
 ``diversity``, the mean pairwise distance of a group's images) and raises an alarm when
 
 * **gold falls** — over the last ``window`` epochs the training reward's trend is up, a gold
-  reward's trend is down, and the gold's window mean is at least ``drop`` below the best
-  window mean it has had (Goodhart: the proxy keeps rising, the thing it stood for does not);
+  reward's trend is down, and the gold's window mean is below the best window mean it has
+  had by at least ``drop`` and by at least ``z`` standard errors of that mean (the epochs'
+  spread within the window / √window), so that epoch-to-epoch noise — a different draw of
+  prompts each epoch — does not ring (Goodhart: the proxy keeps rising, the thing it stood
+  for does not);
 * **diversity collapses** — the window mean of ``diversity`` is below ``collapse`` × its
   first window's mean (mode collapse onto what the reward likes).
 
@@ -40,6 +43,7 @@ class HackingMonitor:
     trained: list[str] = field(default_factory=list)  # score/* keys that are the training reward itself
     window: int = 5
     drop: float = 0.02
+    z: float = 2.0
     collapse: float = 0.5
     unit: str = "epoch"  # what a row is, in messages ("iterate" for a search)
     rows: list[dict] = field(default_factory=list)
@@ -73,7 +77,8 @@ class HackingMonitor:
             return None
         now = float(gold.mean())
         best = self.best[key] = max(self.best.get(key, now), now)
-        if _slope(reward) > 0 and _slope(gold) < 0 and now <= best - self.drop:
+        margin = max(self.drop, self.z * float(gold.std(ddof=1)) / len(gold) ** 0.5)
+        if _slope(reward) > 0 and _slope(gold) < 0 and now <= best - margin:
             epoch = recent[-1]["epoch"]
             return Alarm(epoch, "gold_falls", key, f"{self.unit} {epoch}: {self.reward} rising while {key} fell from "
                          f"{best:.3f} to {now:.3f} (means of {self.window} {self.unit}s)", best, now)
