@@ -81,3 +81,18 @@ def test_train_watch_stops_and_resumes_with_history(tmp_path):
     with pytest.raises(HackingStop):
         r = rows[stopped_at - 1]
         watch(r["epoch"], {k: v for k, v in r.items() if k != "epoch"})
+
+
+def test_epoch_noise_rarely_rings_and_a_real_slide_does():
+    """Gold with the noise of a fresh prompt draw each epoch (σ = 0.06, as 32-sample epochs
+    give): without a trend the monitor stays quiet in most runs; with a slide it fires."""
+    n, quiet, caught = 40, 0, []
+    reward = np.linspace(17, 19, n)
+    for seed in range(50):
+        noise = np.random.default_rng(seed).normal(0, 0.06, n)
+        quiet += scan(log(reward, 0.85 + noise), trained=["score/shapeclip"]) == []
+        alarms = scan(log(reward, 0.85 + noise - np.r_[np.zeros(15), np.linspace(0, 0.4, n - 15)]),
+                      trained=["score/shapeclip"])
+        caught.append(alarms[0].epoch if alarms else None)
+    assert quiet >= 40  # ≤ 20% false alarms over 40 noisy epochs
+    assert sum(c is not None and c > 15 for c in caught) >= 45

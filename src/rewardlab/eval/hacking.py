@@ -3,11 +3,12 @@ train``: the training reward ``reward_mean``, every monitor as ``score/NAME``, a
 ``diversity``, the mean pairwise distance of a group's images) and raises an alarm when
 
 * **gold falls** — over the last ``window`` epochs the training reward's trend is up, a gold
-  reward's trend is down, and the gold's window mean is below the best window mean it has
-  had by at least ``drop`` and by at least ``z`` standard errors of that mean (the epochs'
-  spread within the window / √window), so that epoch-to-epoch noise — a different draw of
-  prompts each epoch — does not ring (Goodhart: the proxy keeps rising, the thing it stood
-  for does not);
+  reward's trend is down, and the gold's window mean has stayed below the best window mean
+  it has had, for ``persist`` rows running, by at least ``drop`` and by at least ``z``
+  standard errors of a difference of two window means — the epoch-to-epoch noise σ taken
+  robustly from the whole history (1.4826·MAD of successive differences / √2), so a fresh
+  draw of prompts each epoch does not ring (Goodhart: the proxy keeps rising, the thing it
+  stood for does not);
 * **diversity collapses** — the window mean of ``diversity`` is below ``collapse`` × its
   first window's mean (mode collapse onto what the reward likes).
 
@@ -43,12 +44,14 @@ class HackingMonitor:
     trained: list[str] = field(default_factory=list)  # score/* keys that are the training reward itself
     window: int = 5
     drop: float = 0.02
-    z: float = 2.0
+    z: float = 3.0
+    persist: int = 2
     collapse: float = 0.5
     unit: str = "epoch"  # what a row is, in messages ("iterate" for a search)
     rows: list[dict] = field(default_factory=list)
     fired: set = field(default_factory=set)
     best: dict = field(default_factory=dict)
+    below: dict = field(default_factory=dict)  # gold key → rows running with the window mean below the margin
 
     def update(self, row: dict) -> list[Alarm]:
         """Add one epoch's metrics; returns the alarms that fire at it (each kind and signal once)."""
@@ -77,8 +80,10 @@ class HackingMonitor:
             return None
         now = float(gold.mean())
         best = self.best[key] = max(self.best.get(key, now), now)
-        margin = max(self.drop, self.z * float(gold.std(ddof=1)) / len(gold) ** 0.5)
-        if _slope(reward) > 0 and _slope(gold) < 0 and now <= best - margin:
+        history = _series([r for r in self.rows if r.get(key) is not None], key)
+        margin = max(self.drop, self.z * _noise(history) * (2 / self.window) ** 0.5)
+        self.below[key] = self.below.get(key, 0) + 1 if now <= best - margin else 0
+        if _slope(reward) > 0 and _slope(gold) < 0 and self.below[key] >= self.persist:
             epoch = recent[-1]["epoch"]
             return Alarm(epoch, "gold_falls", key, f"{self.unit} {epoch}: {self.reward} rising while {key} fell from "
                          f"{best:.3f} to {now:.3f} (means of {self.window} {self.unit}s)", best, now)
@@ -125,6 +130,15 @@ def _series(rows: list[dict], key: str) -> np.ndarray | None:
     if any(v is None for v in vals):
         return None
     return np.asarray(vals, dtype=float)
+
+
+def _noise(y: np.ndarray) -> float:
+    """The epoch-to-epoch standard deviation, robustly: 1.4826·MAD of successive differences
+    / √2 (differences remove a trend; the median ignores the jumps of a real change)."""
+    if len(y) < 3:
+        return 0.0
+    d = np.diff(y)
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / 2 ** 0.5)
 
 
 def _slope(y: np.ndarray) -> float:
