@@ -65,21 +65,28 @@ def test_diffusers_pipelines_need_lora(pipes, tmp_path):
         recipe_train("nft")(tiny_run(pipes, "sd", "nft", None, "model.lora_rank=0"), tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["sd", "sd3", "flux"])
-@pytest.mark.parametrize("mode", [["mode=draft", "k=2", "checkpoint=true"], ["mode=refl"], ["mode=draft_lv"]])
-def test_backprop_on_pipeline(pipes, tmp_path, kind, mode):
-    """Reward gradients through the UNet's DDIM steps and the flow models' ODE steps alike."""
+@pytest.fixture
+def brightness_reward(monkeypatch):
+    """A differentiable reward that reads any prompt and needs no weights, registered for
+    the test only (monkeypatch restores the registry)."""
+    from rewardlab.rewards import registry
     from rewardlab.rewards.base import Reward, RewardOutput
-    from rewardlab.rewards.registry import available, register
 
-    class Brightness(Reward):  # a differentiable reward that reads any prompt and needs no weights
+    class Brightness(Reward):
         name, differentiable = "test_brightness", True
 
         def score(self, images, prompts, metadata):
             return RewardOutput(images.mean(dim=(1, 2, 3)))
 
-    if "test_brightness" not in available():
-        register("test_brightness", "mean pixel value (tests)")(Brightness)
+    registry.available()  # populate first, so the patched copy holds every real reward
+    monkeypatch.setattr(registry, "_REGISTRY", {**registry._REGISTRY,
+                                               "test_brightness": (Brightness, "mean pixel value (tests)")})
+
+
+@pytest.mark.parametrize("kind", ["sd", "sd3", "flux"])
+@pytest.mark.parametrize("mode", [["mode=draft", "k=2", "checkpoint=true"], ["mode=refl"], ["mode=draft_lv"]])
+def test_backprop_on_pipeline(pipes, tmp_path, kind, mode, brightness_reward):
+    """Reward gradients through the UNet's DDIM steps and the flow models' ODE steps alike."""
     cfg = tiny_run(pipes, kind, "backprop", None, "reward.names=[test_brightness]", "refl_range=[0.0,0.5]", *mode)
     out = recipe_train("backprop")(cfg, tmp_path)
     adapter = load_file(str(out))
