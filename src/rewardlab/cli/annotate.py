@@ -1,5 +1,5 @@
 """``rewardlab annotate``: collect human preference votes in the browser; ``annotate export``
-turns them into the preference parquet that ``rm train`` and the dpo recipe read."""
+turns them into the preference parquet that ``rm train`` reads."""
 
 from __future__ import annotations
 
