@@ -38,17 +38,35 @@ def test_every_mode_trains_and_logs(tmp_path, tiny_shapeworld_weights, mode):
 
 def test_the_graph_reaches_only_the_kept_steps(tmp_path, tiny_shapeworld_weights):
     """DRaFT-K's gradient is the gradient through the last K steps of the same chain: with
-    K = steps it equals AlignProp's (checkpointed or not); with K = 1 it differs."""
+    K = steps it equals AlignProp's checkpointed one, which recomputes each step's network
+    passes in the backward pass; with K = 1 it differs."""
     def grads(*overrides):
         run = start(tiny(tiny_shapeworld_weights, *overrides), tmp_path / "_".join(overrides), "backprop")
-        run.gen.model.eval()
-        images = differentiable_sample(run, run.cfg, ["a photo of a red circle"] * 2, [3, 4], 0, 0)
+        calls, inner = [0], run.gen.denoise
+        run.gen.denoise = lambda *a: (calls.__setitem__(0, calls[0] + 1), inner(*a))[1]
+        images = differentiable_sample(run, run.cfg, ["a photo of a red circle"] * 2, [3, 4], 0, 0, [0, 1])
+        forward = calls[0]
         images.mean().backward()
-        return torch.cat([p.grad.flatten() for p in run.params if p.grad is not None])
+        assert not any(p.grad is not None for p in run.gen.model.text_encoder.parameters())  # frozen
+        return torch.cat([p.grad.flatten() for p in run.params if p.grad is not None]), forward, calls[0] - forward
 
-    full, full_ckpt, last = grads("k=4"), grads("k=4", "checkpoint=true"), grads("k=1")
+    full, fwd, rerun = grads("k=4")
+    full_ckpt, fwd_ckpt, rerun_ckpt = grads("k=4", "checkpoint=true")
+    last, *_ = grads("k=1")
+    assert rerun == 0 and rerun_ckpt == fwd_ckpt == fwd  # checkpointing reruns every differentiated step's passes
     assert torch.allclose(full, full_ckpt, rtol=1e-4, atol=1e-7)
     assert full.norm() > 0 and last.norm() > 0 and not torch.allclose(full, last)
+
+
+def test_resume_is_bit_exact(tmp_path, tiny_shapeworld_weights):
+    for mode in (["mode=draft_lv"], ["mode=refl"]):
+        straight, split = tmp_path / f"straight_{mode[0]}", tmp_path / f"split_{mode[0]}"
+        recipe_train("backprop")(tiny(tiny_shapeworld_weights, "train.epochs=3", *mode), straight)
+        recipe_train("backprop")(tiny(tiny_shapeworld_weights, "train.epochs=2", *mode), split)
+        recipe_train("backprop")(tiny(tiny_shapeworld_weights, "train.epochs=3", *mode), split)  # resumes at 2
+        a = torch.load(straight / "checkpoint.pt", weights_only=True)
+        b = torch.load(split / "checkpoint.pt", weights_only=True)
+        assert all(torch.equal(x, y) for x, y in zip(a["model"]["params"], b["model"]["params"]))
 
 
 def test_non_differentiable_rewards_are_refused_before_any_work(tmp_path, tiny_shapeworld_weights):

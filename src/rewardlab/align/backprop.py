@@ -30,12 +30,14 @@ from ..generators.sampling import sample, step
 from ..images import group_diversity
 from .common import WEIGHTS, start
 from .config import BackpropConfig
+from .dist import gather
 from .rollouts import epoch_prompts, minibatches, nanmean, sample_seed
 
 
 def train(cfg: BackpropConfig, out_dir: str | Path, progress=None) -> Path:
+    check_settings(cfg)
     run = start(cfg, out_dir, "backprop", progress)
-    check_settings(cfg, run.rewarder)
+    check_differentiable(run.rewarder)
     run.resume()
     s, d = cfg.sample, run.dist
     for epoch in run.epochs():
@@ -45,57 +47,69 @@ def train(cfg: BackpropConfig, out_dir: str | Path, progress=None) -> Path:
         groups = index % s.prompts_per_epoch
         seeds = [sample_seed(cfg.train.seed, epoch, int(i)) for i in index]
         seen: dict[str, list[torch.Tensor]] = {}
-        for mb in minibatches(run):
+        for j, mb in enumerate(minibatches(run)):
             prompts = [pairs[int(g)][0] for g in groups[mb]]
             records = [pairs[int(g)][1] for g in groups[mb]]
             with run.timed("sampling"):  # sample, with the graph over the chosen steps
-                images = differentiable_sample(run, cfg, prompts, seeds[mb], epoch, int(index[mb][0]))
+                images = differentiable_sample(run, cfg, prompts, seeds[mb], epoch, j, index[mb].tolist())
             with run.timed("reward"):  # score
                 reward, scores = score(run, images, prompts, records)
             loss = -reward.mean()
             with run.timed("training"):  # update
                 run.step(loss, {"loss": loss.item()})
-            for k, v in {**scores, "_reward": reward.detach(), "_images": images.detach()}.items():
+            for k, v in {**scores, "_reward": reward.detach(), "_images": images.detach().cpu()}.items():
                 seen.setdefault(k, []).append(v)
-        run.metrics.update(epoch_metrics(seen, groups))
+        run.metrics.update(epoch_metrics(seen, groups, d))
         run.close_stats()
     return run.out / WEIGHTS
 
 
-def check_settings(cfg: BackpropConfig, rewarder) -> None:
-    """Refuse, before any work, a reward that gradients cannot pass through and a bad range."""
+def check_settings(cfg: BackpropConfig) -> None:
+    """Settings this recipe cannot honour, refused before anything loads."""
     lo_hi = list(cfg.refl_range)
     if len(lo_hi) != 2 or not 0 <= lo_hi[0] <= lo_hi[1] <= 1:
         raise ConfigError(f"refl_range must be two fractions lo <= hi in [0, 1], got {lo_hi}")
+    if cfg.reward.aggregate != "weighted_sum":
+        raise ConfigError(f"backprop differentiates a weighted sum of rewards; reward.aggregate="
+                          f"{cfg.reward.aggregate} needs group statistics (use it with grpo or nft)")
+
+
+def check_differentiable(rewarder) -> None:
+    """Refuse a reward that gradients cannot pass through (before training)."""
     flat = [n for n, r in rewarder.rewards.items() if not getattr(r, "differentiable", False)]
     if flat:
         raise ConfigError(f"backprop needs differentiable rewards; {', '.join(flat)} is not (shapeclip, clipscore, "
                           f"pickscore, hpsv2, preference are) — list it under reward.monitors to log it instead")
 
 
-def differentiable_sample(run, cfg: BackpropConfig, prompts: list[str], seeds: list[int], epoch: int,
-                          first: int) -> torch.Tensor:
-    """Images ``[B, 3, H, W]`` whose graph reaches θ through the steps ``cfg.mode`` keeps."""
+def differentiable_sample(run, cfg: BackpropConfig, prompts: list[str], seeds: list[int], epoch: int, j: int,
+                          index: list[int]) -> torch.Tensor:
+    """Images ``[B, 3, H, W]`` whose graph reaches θ through the steps ``cfg.mode`` keeps.
+    Randomness is drawn per global minibatch ``j`` (ReFL's step) and per global sample index
+    (DRaFT-LV's noise), so it depends on neither the rank nor the batch."""
     gen, s = run.gen, cfg.sample
     cond = gen.condition(prompts)
+    detach = not cfg.train_uncond
     if cfg.mode == "draft":
         k = min(cfg.k, s.steps)
         return sample(gen, cond, seeds=seeds, steps=s.steps, guidance=s.guidance, stochastic=False, grad=True,
-                      grad_steps=k, checkpoint=cfg.checkpoint).images
+                      grad_steps=k, checkpoint=cfg.checkpoint, detach_uncond=detach).images
     with torch.no_grad():
         traj = sample(gen, cond, seeds=seeds, steps=s.steps, guidance=s.guidance, stochastic=False)
-    g = torch.Generator().manual_seed(sample_seed(cfg.train.seed, epoch, first, 2))
     if cfg.mode == "refl":  # one step from a late state, scored through its x0-prediction
         lo, hi = (min(s.steps - 1, math.floor(f * s.steps)) for f in cfg.refl_range)
+        g = torch.Generator().manual_seed(sample_seed(cfg.train.seed, epoch, j, 3))
         i = int(torch.randint(lo, hi + 1, (1,), generator=g))
-        out = step(gen, traj.state(i), i, cond, traj.timesteps, traj.guidance, stochastic=False)
+        out = step(gen, traj.state(i), i, cond, traj.timesteps, traj.guidance, stochastic=False, detach_uncond=detach)
         return gen.decode(out.pred_x0)
     x0, i = traj.state(s.steps), s.steps - 1  # draft_lv: the last step, re-noised lv_samples times
+    gens = [torch.Generator().manual_seed(sample_seed(cfg.train.seed, epoch, n, 2)) for n in index]
     images = []
     for _ in range(cfg.lv_samples):
-        eps = torch.randn(x0.shape, generator=g).to(x0)
+        eps = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(x0)
         x_t = gen.add_noise(x0, eps, traj.timesteps[i].expand(len(x0)))
-        images.append(gen.decode(step(gen, x_t, i, cond, traj.timesteps, traj.guidance, stochastic=False).pred_x0))
+        out = step(gen, x_t, i, cond, traj.timesteps, traj.guidance, stochastic=False, detach_uncond=detach)
+        images.append(gen.decode(out.pred_x0))
     return torch.cat(images)
 
 
@@ -117,10 +131,11 @@ def score(run, images: torch.Tensor, prompts: list[str], records: list) -> tuple
     return total, scores
 
 
-def epoch_metrics(seen: dict[str, list[torch.Tensor]], groups: torch.Tensor) -> dict[str, float]:
-    out = {k: nanmean(torch.cat(v)) for k, v in seen.items() if k.startswith("score/")}
-    out["reward_mean"] = nanmean(torch.cat(seen["_reward"]))
+def epoch_metrics(seen: dict[str, list[torch.Tensor]], groups: torch.Tensor, d) -> dict[str, float]:
+    """Every rank's samples (gathered), as ``rollouts`` logs them."""
+    out = {k: nanmean(gather(torch.cat(v), d)) for k, v in seen.items() if k.startswith("score/")}
+    out["reward_mean"] = nanmean(gather(torch.cat(seen["_reward"]), d))
     images = torch.cat(seen["_images"])
     if len(images) == len(groups):  # draft_lv's re-noised copies have no groups
-        out["diversity"] = float(group_diversity(images, groups))
+        out["diversity"] = gather(group_diversity(images, groups).reshape(1), d).mean().item()
     return out

@@ -94,8 +94,9 @@ def load_policy(m, device: str):
     gen = load_generator(m.generator, **opts)
     if kind != "shapeworld":
         gen.pipe.to(device)
+    for module in _modules(gen):  # text encoders, VAE: frozen, so no gradient piles up in them
+        module.requires_grad_(False)
     net = gen.denoiser
-    net.requires_grad_(False)
     if m.lora_rank:
         add_lora(net, rank=m.lora_rank, alpha=m.lora_alpha)
         params = lora_parameters(net)
@@ -104,6 +105,12 @@ def load_policy(m, device: str):
         params = [p for p in net.parameters()]
     net.train(False)  # no dropout: log-probs and resumes must be reproducible
     return gen, params
+
+
+def _modules(gen) -> list[torch.nn.Module]:
+    if getattr(gen, "pipe", None) is not None:
+        return [c for c in gen.pipe.components.values() if isinstance(c, torch.nn.Module)]
+    return [m for m in (getattr(gen, "model", None), gen.denoiser) if isinstance(m, torch.nn.Module)]
 
 
 def export_weights(gen, path: Path, lora: bool) -> None:

@@ -165,3 +165,5 @@ class BackpropConfig(Sections):
                                       "saving)")
     lv_samples: int = setting(2, "draft_lv: re-noised copies of each sample", min=1)
     refl_range: list[float] = setting([0.7, 0.9], "refl: the step is drawn from these fractions of the schedule")
+    train_uncond: bool = setting(False, "let gradients reach the unconditional pass of guidance too (it is shared "
+                                        "by every prompt; off keeps it as the anchor, as grpo and nft do)")

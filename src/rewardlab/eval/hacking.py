@@ -76,7 +76,8 @@ class HackingMonitor:
 
     def _gold_alarm(self, key: str, recent: list[dict]) -> Alarm | None:
         gold, reward = _series(recent, key), _series(recent, self.reward)
-        if gold is None or reward is None:
+        if gold is None or reward is None:  # an unmeasured row in the window: the run of low rows breaks
+            self.below[key] = 0
             return None
         now = float(gold.mean())
         best = self.best[key] = max(self.best.get(key, now), now)
@@ -90,7 +91,10 @@ class HackingMonitor:
         return None
 
     def _diversity_alarm(self, recent: list[dict]) -> Alarm | None:
-        first, now = _series(self.rows[:self.window], "diversity"), _series(recent, "diversity")
+        measured = [r for r in self.rows if r.get("diversity") is not None]
+        first, now = _series(measured[:self.window], "diversity"), _series(recent, "diversity")
+        if len(measured) < self.window:
+            return None
         if first is None or now is None or now.mean() >= self.collapse * first.mean():
             return None
         epoch = recent[-1]["epoch"]

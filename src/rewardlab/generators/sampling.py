@@ -40,12 +40,13 @@ def sample(gen, prompts: Sequence[str] | Cond, *, noise: torch.Tensor | None = N
            stochastic: bool = True, window: tuple[int, int] | None = None,
            negative_prompts: Sequence[str] | None = None, height: int | None = None, width: int | None = None,
            start_step: int = 0, callback: Callable | None = None, grad: bool = False,
-           grad_steps: int | None = None, checkpoint: bool = False) -> Trajectory:
+           grad_steps: int | None = None, checkpoint: bool = False, detach_uncond: bool = False) -> Trajectory:
     """Sample a trajectory. ``prompts`` may be a ``Cond`` from ``gen.condition`` (no re-encoding).
     ``guidance`` defaults to ``gen.default_guidance``. ``noise`` is the state at ``start_step``
     (the initial noise when 0). ``grad=True`` keeps the graph (reward backpropagation, noise
     optimisation): ``grad_steps=K`` truncates it to the last K steps (DRaFT-K, AlignProp) and
-    ``checkpoint=True`` recomputes each step in the backward pass to save memory."""
+    ``checkpoint=True`` recomputes each step in the backward pass to save memory;
+    ``detach_uncond`` keeps gradients out of guidance's unconditional pass (see ``guided``)."""
     cond = prompts if isinstance(prompts, Cond) else None
     if cond is None:
         prompts = check_prompts(prompts)  # a lone string is one prompt, not a list of characters
@@ -81,7 +82,7 @@ def sample(gen, prompts: Sequence[str] | Cond, *, noise: torch.Tensor | None = N
                 x = x.detach()
             with torch.set_grad_enabled(i >= first_grad):
                 out = _run_step(gen, x, i, cond, timesteps, guidance, eps, bool(mask[i]),
-                                checkpoint and i >= first_grad)
+                                checkpoint and i >= first_grad, detach_uncond)
             x = out.prev_sample
             latents.append(x)
             log_probs.append(out.log_prob)
@@ -102,8 +103,9 @@ def _initial_state(gens, shape, skipped: torch.Tensor, device) -> torch.Tensor:
     return x
 
 
-def _run_step(gen, x, i, cond, timesteps, guidance, noise, stochastic, checkpoint):
-    fn = lambda x_: step(gen, x_, i, cond, timesteps, guidance, noise=noise, stochastic=stochastic)
+def _run_step(gen, x, i, cond, timesteps, guidance, noise, stochastic, checkpoint, detach_uncond=False):
+    fn = lambda x_: step(gen, x_, i, cond, timesteps, guidance, noise=noise, stochastic=stochastic,  # noqa: E731
+                         detach_uncond=detach_uncond)
     if not checkpoint:
         return fn(x)
     from torch.utils.checkpoint import checkpoint as ckpt
