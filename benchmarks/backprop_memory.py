@@ -54,7 +54,7 @@ def child(overrides: list[str], batch: int, steps: int, repeats: int) -> dict:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
         base = vm("VmRSS")
         t0 = time.perf_counter()
-        images = differentiable_sample(run, cfg, prompts, list(range(batch)), 0, r)
+        images = differentiable_sample(run, cfg, prompts, list(range(batch)), 0, r, list(range(batch)))
         reward, _ = score(run, images, prompts, [None] * batch)
         (-reward.mean()).backward()
         run.optimizer.step()
