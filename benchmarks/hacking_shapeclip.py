@@ -9,7 +9,8 @@ Prints the proxy and gold per iterate, the first alarm, and how far the gold had
 its best when it fired (window means and single iterates). Writes
 benchmarks/results/hacking_shapeclip.{json,md,png} and the trace's rows as
 hacking_shapeclip_log.jsonl, and the images the search ends with (rendered by the full sampler
-from the noise the proxy liked best) as hacking_shapeclip_images.png; the search's trace.json goes to --out, for `rewardlab report`.
+from the noise the proxy liked best) as hacking_shapeclip_images.png; the search's trace.json
+goes to --out, for `rewardlab report`.
 """
 
 import argparse
@@ -17,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from rewardlab.eval.hacking import HackingMonitor, alarms_json, scan
+from rewardlab.eval.hacking import HackingMonitor, alarms_json, scan, trace_rows
 from rewardlab.eval.report import curves_png
 from rewardlab.generators import load_generator
 from rewardlab.images import grid, save_png, to_uint8
@@ -41,8 +42,7 @@ def main():
     res = search("noise_opt", load_generator("shapeworld"), load("shapeclip"), [r["prompt"] for r in recs],
                  args.budget, args.seed, metadata=recs, batch_size=args.prompts, lr=args.lr,
                  monitors={"shapeworld": load("shapeworld", mode="partial")})
-    scored = [e for e in res.trace if e["event"] == "scored"]
-    rows = [{"epoch": i, "reward_mean": e["reward_mean"], GOLD: e[GOLD]} for i, e in enumerate(scored, 1)]
+    rows = [{k: r[k] for k in ("epoch", "reward_mean", GOLD)} for r in trace_rows({"trace": res.trace})]
     settings = HackingMonitor()
     alarms = scan(rows, unit="iterate")
     first = next((a for a in alarms if a.kind == "gold_falls"), None)

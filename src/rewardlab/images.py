@@ -29,13 +29,13 @@ def load_image(source: str | Path | bytes) -> np.ndarray:
                 raise ImageError(f"{name}: {im.width}x{im.height} exceeds {MAX_PIXELS} pixels")
             im.load()
             return pil_to_array(im)
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except Image.DecompressionBombError as e:  # PIL's own limit, met while reading the header
         raise ImageError(f"{name}: refused as a decompression bomb ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, ImageError):
-            raise
         raise ImageError(f"{name}: not a readable image ({e})") from None
 
 

@@ -31,7 +31,7 @@ from ..images import group_diversity
 from .common import WEIGHTS, start
 from .config import BackpropConfig
 from .dist import gather
-from .rollouts import epoch_prompts, minibatches, nanmean, sample_seed
+from .rollouts import epoch_samples, minibatches, nanmean, sample_seed
 
 
 def train(cfg: BackpropConfig, out_dir: str | Path, progress=None) -> Path:
@@ -39,12 +39,9 @@ def train(cfg: BackpropConfig, out_dir: str | Path, progress=None) -> Path:
     run = start(cfg, out_dir, "backprop", progress)
     check_differentiable(run.rewarder)
     run.resume()
-    s, d = cfg.sample, run.dist
     for epoch in run.epochs():
-        pairs = epoch_prompts(s, cfg.train.seed, epoch)
-        n_total = s.prompts_per_epoch * s.group_size
-        index = torch.arange(d.rank, n_total, d.world)
-        groups = index % s.prompts_per_epoch
+        pairs, index, groups_all = epoch_samples(run, epoch)
+        groups = groups_all[index]
         seeds = [sample_seed(cfg.train.seed, epoch, int(i)) for i in index]
         seen: dict[str, list[torch.Tensor]] = {}
         for j, mb in enumerate(minibatches(run)):
@@ -59,7 +56,7 @@ def train(cfg: BackpropConfig, out_dir: str | Path, progress=None) -> Path:
                 run.step(loss, {"loss": loss.item()})
             for k, v in {**scores, "_reward": reward.detach(), "_images": images.detach().cpu()}.items():
                 seen.setdefault(k, []).append(v)
-        run.metrics.update(epoch_metrics(seen, groups, d))
+        run.metrics.update(epoch_metrics(seen, groups, run.dist))
         run.close_stats()
     return run.out / WEIGHTS
 

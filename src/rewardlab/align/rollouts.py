@@ -4,7 +4,6 @@ rewards and monitors, and this rank's share of the rollouts with rewards from ev
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -126,16 +125,22 @@ class Rollouts:
         return x[self.index]
 
 
+def epoch_samples(run, epoch: int) -> tuple[list[tuple[str, dict | None]], torch.Tensor, torch.Tensor]:
+    """An epoch's ``(prompt, record)`` pairs, this rank's global sample indices ``rank::world``
+    of ``prompts_per_epoch × group_size``, and every sample's group ``i % prompts_per_epoch``."""
+    s, d = run.cfg.sample, run.dist
+    n_total = s.prompts_per_epoch * s.group_size
+    return (epoch_prompts(s, run.cfg.train.seed, epoch), torch.arange(d.rank, n_total, d.world),
+            torch.arange(n_total) % s.prompts_per_epoch)
+
+
 def rollouts(run, epoch: int, *, stochastic: bool, window: tuple[int, int] | None = None) -> Rollouts:
     """Sample this rank's rollouts of ``epoch`` (in batches of ``sample.batch_size``), score
     them, and gather rewards from every rank."""
     from ..generators.sampling import sample
 
     s, d = run.cfg.sample, run.dist
-    pairs = epoch_prompts(s, run.cfg.train.seed, epoch)
-    n_total = s.prompts_per_epoch * s.group_size
-    index = torch.arange(d.rank, n_total, d.world)
-    groups_all = torch.arange(n_total) % s.prompts_per_epoch
+    pairs, index, groups_all = epoch_samples(run, epoch)
     prompts = [pairs[int(g)][0] for g in groups_all[index]]
     records = [pairs[int(g)][1] for g in groups_all[index]]
     seeds = [sample_seed(run.cfg.train.seed, epoch, int(i)) for i in index]

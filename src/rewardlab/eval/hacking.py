@@ -98,7 +98,8 @@ class HackingMonitor:
         if first is None or now is None or now.mean() >= self.collapse * first.mean():
             return None
         epoch = recent[-1]["epoch"]
-        return Alarm(epoch, "diversity_collapse", "diversity", f"{self.unit} {epoch}: diversity {now.mean():.3f} is below "
+        return Alarm(epoch, "diversity_collapse", "diversity",
+                     f"{self.unit} {epoch}: diversity {now.mean():.3f} is below "
                      f"{self.collapse:.0%} of its start ({first.mean():.3f})")
 
 
@@ -111,12 +112,17 @@ def read_log(path: str | Path) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
-            scored = [e for e in json.loads(text).get("trace", []) if e.get("event") == "scored"]
-            return [{"epoch": i, **{k: v for k, v in e.items() if k not in ("event", "epoch")}}
-                    for i, e in enumerate(scored, 1)]
+            return trace_rows(json.loads(text))
         return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
     except (OSError, ValueError, AttributeError) as e:
         raise ValueError(f"cannot read the run log {path}: {e}") from None
+
+
+def trace_rows(trace: dict) -> list[dict]:
+    """A search trace's scoring rounds with monitors (``scored`` events), numbered as epochs."""
+    scored = [e for e in trace.get("trace", []) if e.get("event") == "scored"]
+    return [{"epoch": i, **{k: v for k, v in e.items() if k not in ("event", "epoch")}}
+            for i, e in enumerate(scored, 1)]
 
 
 def scan(rows: list[dict], **settings) -> list[Alarm]:

@@ -70,13 +70,6 @@ def read_judge_set(path: str | Path, fmt: str | None = None, image_root: str | P
     return out
 
 
-def load_item_image(ref) -> np.ndarray:
-    """uint8 [H, W, 3] from bytes or a path; ``ImageError`` naming the problem."""
-    from ..images import load_image
-
-    return load_image(ref)
-
-
 def _rows(path: Path) -> list[dict]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq

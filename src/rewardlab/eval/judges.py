@@ -19,7 +19,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from .judge_data import JudgeSet, load_item_image
+from .judge_data import JudgeSet
 
 
 def tie_accuracy(pred: float, label: float) -> float:
@@ -70,12 +70,12 @@ def score_items(reward, data: JudgeSet, batch_size: int = 32, progress=None, chu
 
 
 def _score_chunk(reward, data: JudgeSet, indices, batch_size: int, progress) -> list[list[float] | None]:
-    from ..images import ImageError, to_tensor
+    from ..images import ImageError, load_image, to_tensor
 
     pending, missing = [], set()  # (item, image index, array)
     for i in indices:
         try:
-            pending += [(i, k, load_item_image(ref)) for k, ref in enumerate(data.items[i].images)]
+            pending += [(i, k, load_image(ref)) for k, ref in enumerate(data.items[i].images)]
         except ImageError:
             data.skipped["missing or unreadable image"] += 1
             missing.add(i)

@@ -16,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from .hacking import Alarm, read_log, scan
+from .hacking import Alarm, read_log, scan, trace_rows
 
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}table{border-collapse:collapse}
@@ -126,7 +126,7 @@ def _search(run: Path) -> str:
     trace = json.loads((run / "trace.json").read_text(encoding="utf-8"))
     parts = [f"<p>method <b>{_e(trace.get('method'))}</b>: {_e(trace.get('nfe'))} of {_e(trace.get('budget_nfe'))} "
              f"network passes, {_e(trace.get('reward_calls'))} reward calls, {_e(trace.get('seconds'))} s</p>"]
-    rows = read_log(run)  # scoring rounds, when the search logged monitors (search --monitor)
+    rows = trace_rows(trace)  # scoring rounds, when the search logged monitors (search --monitor)
     if rows:
         alarms = scan(rows, unit="scoring round")
         parts += ["<h2>Hacking monitor</h2>", _alarms(alarms), _img(curves_png(rows, alarms, [], "scoring round"),
