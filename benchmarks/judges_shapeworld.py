@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from rewardlab.eval.judge_data import read_judge_set
+from rewardlab.data.pref_formats import read_preference_set as read_judge_set
 from rewardlab.eval.judges import evaluate_judge
 from rewardlab.eval.shapeworld_judges import make_shapeworld_judge_set, save_judge_set
 from rewardlab.rewards import load

@@ -18,7 +18,7 @@ the CLI can build its options from a config without importing torch.
 
 On the command line, ``rewardlab.cli.common.config_options(Config)`` gives a command
 ``--config FILE``, ``KEY=VALUE`` overrides, ``--print-config`` and one option per field, all
-generated from the dataclass (``world train``, ``world train-clip``, ``rm train``); a recipe
+generated from the dataclass (``world train``, ``world train-clip``); a recipe
 command (``rewardlab train RECIPE --config FILE [KEY=VALUE ...]``) resolves its recipe's
 config class at run time and calls :func:`load_config` the same way.
 """

@@ -2,8 +2,9 @@
 
 Torch-free, so that the CLI builds its options from these classes (``rewardlab world train
 --help`` lists every field with its default) without importing torch. The trainers take
-them from here (``world.train``, ``world.clip``, ``rewards.preference``); files and
-``key=value`` overrides are read by :func:`rewardlab.config.load_config`.
+them from here (``world.train``, ``world.clip``; the reward model's are a recipe's,
+``align.config.RMConfig``); files and ``key=value`` overrides are read by
+:func:`rewardlab.config.load_config`.
 """
 
 from __future__ import annotations
@@ -45,13 +46,3 @@ class ClipTrainConfig:
     seed: int = setting(0, "seeds the initial weights, prompts and renders")
     checkpoint_every: int = setting(100, "steps between (atomic) checkpoints", min=1)
 
-
-@dataclass
-class RMTrainConfig:
-    """A Bradley-Terry reward model on a preference dataset (``rewardlab rm train``)."""
-
-    steps: int = setting(600, "total optimiser steps (a rerun resumes towards this)", min=1)
-    batch_size: int = setting(64, "pairs per step", min=1)
-    lr: float = setting(1e-3, "AdamW learning rate", gt=0)
-    seed: int = setting(0, "seeds the initial weights and the order of pairs")
-    checkpoint_every: int = setting(100, "steps between (atomic) checkpoints", min=1)

@@ -1,5 +1,6 @@
 """What every trainer shares: resume from an atomic checkpoint, and the plain
-optimise-log-checkpoint loop (``fit``) the small contrastive/preference trainers use."""
+optimise-log-checkpoint loop (``fit``) ShapeCLIP's contrastive trainer uses (the reward model
+is a recipe now: ``align/reward_model.py``)."""
 
 from __future__ import annotations
 

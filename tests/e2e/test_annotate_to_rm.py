@@ -1,5 +1,5 @@
 """The whole human-feedback loop: votes cast in the browser → `annotate export` →
-`rm train` learns the voters' preference."""
+`train rm` learns the voters' preference."""
 
 import pytest
 import torch
@@ -40,10 +40,10 @@ def test_browser_votes_train_a_reward_model(browser, tmp_path):  # noqa: F811
     assert "wrote 36 votes" in r.output
     rows = load_preferences(prefs)
     assert sorted(rows["label"]).count(0.5) == 12  # the near-miss-vs-near-miss pairs
-    r = runner.invoke(app, ["rm", "train", str(prefs), "--out", str(tmp_path / "rm"), "--steps", "60",
-                            "--batch-size", "16", "--checkpoint-every", "30"])
+    r = runner.invoke(app, ["train", "rm", "-o", str(tmp_path / "rm"), f"data.train={prefs}", "train.steps=60",
+                            "train.batch_size=16", "train.checkpoint_every=30"])
     assert r.exit_code == 0, r.output
-    rm = PreferenceReward(tmp_path / "rm" / "preference.safetensors")
+    rm = PreferenceReward(tmp_path / "rm" / "weights.safetensors")
     decided = [i for i, y in enumerate(rows["label"]) if y != 0.5]
     a = rm(to_tensor([decode_png(rows["image_a"][i]) for i in decided]), [rows["prompt"][i] for i in decided]).scores
     b = rm(to_tensor([decode_png(rows["image_b"][i]) for i in decided]), [rows["prompt"][i] for i in decided]).scores

@@ -27,6 +27,8 @@ def tiny_settings(recipe, weights, *overrides):
             "reward.monitors=[shapeworld]"]
     if recipe == "grpo":
         base += ["clip_range=0.01", "window=2"]
+    if recipe == "online_dpo":
+        base += ["ref_every=2", "pairs=rank"]  # the reference moves once in three epochs
     return base + list(overrides)
 
 
@@ -60,7 +62,7 @@ def test_nft_trains_logs_and_exports(tmp_path, tiny_shapeworld_weights):
     ShapeWorldModel.load(out)  # what eval geneval --weights reads
 
 
-@pytest.mark.parametrize("recipe", ["nft", "grpo"])
+@pytest.mark.parametrize("recipe", ["nft", "grpo", "online_dpo"])
 def test_resume_is_bit_exact(tmp_path, tiny_shapeworld_weights, recipe):
     straight, split = tmp_path / "straight", tmp_path / "split"
     recipe_train(recipe)(tiny(recipe, tiny_shapeworld_weights, "train.epochs=3"), straight)

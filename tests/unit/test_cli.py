@@ -100,8 +100,9 @@ def test_rm_make_and_train_reject_bad_datasets(tmp_path):
     r = runner.invoke(app, ["rm", "make-shapeworld", str(out), "--pairs", "6"])
     assert r.exit_code == 0 and out.exists(), r.output
     (tmp_path / "bad.parquet").write_text("x")
-    r = runner.invoke(app, ["rm", "train", str(tmp_path / "bad.parquet")])
+    r = runner.invoke(app, ["train", "rm", "-o", str(tmp_path / "run"), f"data.train={tmp_path / 'bad.parquet'}"])
     assert r.exit_code == 2 and "not a readable parquet" in " ".join(r.output.split())
+    assert not (tmp_path / "run").exists()
 
 
 def test_score_handles_tiny_and_oversized_images(tmp_path, monkeypatch):

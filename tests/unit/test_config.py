@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from rewardlab.cli import app
 from rewardlab.config import ConfigError, load_config, settings, setting, to_yaml
-from rewardlab.train_configs import ClipTrainConfig, RMTrainConfig, TrainConfig
+from rewardlab.train_configs import ClipTrainConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -112,7 +112,7 @@ def test_to_yaml_reads_back_and_comments_every_key(tmp_path):
     assert "# PPO clip range\nclip: 0.2" in to_yaml(cfg) and "sample.steps: 7" in to_yaml(cfg)
 
 
-@pytest.mark.parametrize("cls", [TrainConfig, ClipTrainConfig, RMTrainConfig])
+@pytest.mark.parametrize("cls", [TrainConfig, ClipTrainConfig])
 def test_shipped_configs_document_every_field(cls):
     assert all(s.help for s in settings(cls)), [s.key for s in settings(cls) if not s.help]
 
@@ -149,8 +149,7 @@ def test_world_train_reads_file_then_options_then_overrides(tmp_path):
 
 
 def test_every_config_field_is_a_cli_option():
-    for command, cls in [(["world", "train"], TrainConfig), (["world", "train-clip"], ClipTrainConfig),
-                         (["rm", "train"], RMTrainConfig)]:
+    for command, cls in [(["world", "train"], TrainConfig), (["world", "train-clip"], ClipTrainConfig)]:
         r = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
         for s in settings(cls):
             assert "--" + s.key.replace("_", "-") in r.output, (command, s.key)
@@ -171,7 +170,7 @@ def test_world_train_refuses_bad_settings_before_work(tmp_path):
     refused(invoke("world", "train", "--out", out, "ema_decay=2"), "error:", "ema_decay=2", "0 … 1")
     refused(invoke("world", "train", "--out", out, "--warmup", -1), "Invalid value", "--warmup", "≥ 0")
     refused(invoke("world", "train", "--out", out, "--config", tmp_path / "none.yaml"), "error:", "none.yaml")
-    refused(invoke("rm", "train", "DATA", "--out", out, "lr=-1"), "error:", "lr=-1", "positive")
+    refused(invoke("train", "rm", "--out", out, "train.lr=-1"), "error:", "train.lr=-1", "positive")
     assert not out.exists()
 
 

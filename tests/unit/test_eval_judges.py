@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from rewardlab.cli import app
-from rewardlab.eval.judge_data import read_judge_set
+from rewardlab.data.pref_formats import read_preference_set as read_judge_set
 from rewardlab.eval.judges import choose_tau, evaluate_judge, predict, score_items, spearman, tie_accuracy
 from rewardlab.rewards.base import Reward, RewardOutput
 

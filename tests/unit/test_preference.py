@@ -1,4 +1,4 @@
-import math
+"""Preference datasets and the shipped preference reward (its training: test_align_reward_model.py)."""
 
 import pytest
 import torch
@@ -6,18 +6,8 @@ import torch
 from rewardlab.data.preferences import (decode_png, load_preferences, make_shapeworld_preferences,
                                         save_preferences)
 from rewardlab.rewards import load
-from rewardlab.rewards.preference import RMTrainConfig, bt_loss, train_rm
-from rewardlab.world.clip import ClipConfig
 from rewardlab.world.records import parse_prompt
 from rewardlab.world.verify import verify
-
-
-def test_bt_loss_by_hand():
-    one, zero = torch.tensor([1.0]), torch.tensor([0.0])
-    assert bt_loss(one, zero, torch.tensor([1.0])).item() == pytest.approx(math.log(1 + math.exp(-1)))
-    assert bt_loss(one, zero, torch.tensor([0.0])).item() == pytest.approx(math.log(1 + math.exp(1)))
-    tie = 0.5 * (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(1)))
-    assert bt_loss(one, zero, torch.tensor([0.5])).item() == pytest.approx(tie)
 
 
 def test_noiseless_labels_agree_with_the_verifier():
@@ -47,21 +37,6 @@ def test_parquet_round_trip_and_errors(tmp_path):
     (tmp_path / "junk.parquet").write_text("nope")
     with pytest.raises(ValueError, match="not a readable parquet"):
         load_preferences(tmp_path / "junk.parquet")
-
-
-def test_training_resumes_and_the_reward_is_pairwise(tmp_path):
-    rows = make_shapeworld_preferences(16, seed=1)
-    tiny = ClipConfig(width=16, layers=1, embed=8)
-    train_rm(rows, RMTrainConfig(steps=1, batch_size=4, checkpoint_every=1), tmp_path, model_config=tiny)
-    weights = train_rm(rows, RMTrainConfig(steps=2, batch_size=4, checkpoint_every=1), tmp_path, model_config=tiny)
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 2
-    reward = load("preference", weights=weights)
-    assert reward.pairwise and reward.differentiable
-    a = torch.rand(2, 3, 32, 32).requires_grad_(True)
-    p = reward.compare(a, torch.rand(2, 3, 32, 32), ["a photo of a circle"] * 2)
-    assert ((p >= 0) & (p <= 1)).all()
-    reward(a, ["a photo of a circle"] * 2).scores.sum().backward()
-    assert a.grad.abs().sum() > 0
 
 
 def test_shipped_preference_model_loads():

@@ -18,8 +18,8 @@ def images_for(prompts, seeds):
 def test_registry_lists_and_loads():
     names = available()
     assert set(names) == {"shapeworld", "jpeg_compressibility", "jpeg_incompressibility", "face", "ocr", "brisque",
-                          "clipscore", "pickscore", "laion_aesthetic", "hpsv2", "hpsv2.1", "vlm_judge", "shapeclip",
-                          "preference", "geneval", "remote"}
+                          "clipscore", "pickscore", "laion_aesthetic", "hpsv2", "hpsv2.1", "imagereward", "vlm_judge",
+                          "shapeclip", "preference", "geneval", "remote"}
     assert all(isinstance(d, str) and d for d in names.values())
     with pytest.raises(KeyError, match="unknown reward 'nope'"):
         load("nope")
@@ -103,3 +103,6 @@ def test_pairwise_win_rate_by_hand():
     compare = lambda a, b: (quality[a] > quality[b]).float()
     rates = pairwise_win_rate(compare, torch.tensor([0, 0, 0, 1]))
     assert rates.tolist() == [0.0, 0.5, 1.0, 0.0]
+    unreadable = lambda a, b: torch.where((a == 0) & (b == 1), float("nan"), compare(a, b))
+    # 0 vs 1 unreadable: 0 gets (0.5 + 0) / 2; 1 gets (1 + 0) / 2 from its own verdicts
+    assert pairwise_win_rate(unreadable, torch.tensor([0, 0, 0])).tolist() == [0.25, 0.5, 1.0]

@@ -76,7 +76,8 @@ def check_differentiable(rewarder) -> None:
     flat = [n for n, r in rewarder.rewards.items() if not getattr(r, "differentiable", False)]
     if flat:
         raise ConfigError(f"backprop needs differentiable rewards; {', '.join(flat)} is not (shapeclip, clipscore, "
-                          f"pickscore, hpsv2, preference are) — list it under reward.monitors to log it instead")
+                          f"pickscore, hpsv2, imagereward, preference are) — list it under reward.monitors to log "
+                          f"it instead")
 
 
 def differentiable_sample(run, cfg: BackpropConfig, prompts: list[str], seeds: list[int], epoch: int, j: int,

@@ -133,6 +133,50 @@ def export_weights(gen, path: Path, lora: bool) -> None:
         save_lora(gen.denoiser, path)
 
 
+def read_checkpoint(out: Path, config: dict, may_change: tuple[str, ...] = RESUMABLE_CHANGES) -> dict:
+    """The checkpoint in the run folder ``out`` ({} if none), once the temporary files a killed
+    write left there are removed; CheckpointError if it is unreadable or was trained with other
+    settings than ``config`` (only the keys ``may_change`` may differ)."""
+    path = Path(out) / CHECKPOINT
+    remove_orphans(out)
+    if not path.exists():
+        return {}
+    state = load_checkpoint(path)
+    check_resumable(state["config"], config, path, may_change=may_change)
+    return state
+
+
+def open_metrics(out: Path, start: int, key: str = "epoch"):
+    """Open a run's ``metrics.jsonl``, keeping the rows up to ``start`` (rows keyed by ``key``:
+    a resumed run redoes the rest), and its TensorBoard log ``tb/``; returns the writer (None
+    without tensorboard) for ``log_metrics``."""
+    path = Path(out) / METRICS
+    keep = []
+    if start and path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)[key] <= start]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(Path(out) / "tb"), purge_step=start + 1)
+    except ImportError:  # tensorboard is a dependency; a stripped install still trains
+        return None
+
+
+def log_metrics(out: Path, writer, n: int, metrics: dict[str, float], key: str = "epoch") -> None:
+    """Append ``{key: n, **metrics}`` to ``metrics.jsonl`` (NaN/inf as null) and the finite
+    numbers to TensorBoard at ``n``."""
+    row = {key: n, **{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}}
+    with open(Path(out) / METRICS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    if writer is not None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                writer.add_scalar(k, v, n)
+        writer.flush()
+
+
 class Run:
     """A recipe's state: config, generator, parameters, optimiser, rewards, output folder."""
 
@@ -164,13 +208,7 @@ class Run:
         self.writer = None
 
     def _check_checkpoint(self) -> int:
-        path = self.out / CHECKPOINT
-        remove_orphans(self.out)
-        if not path.exists():
-            return 0
-        state = load_checkpoint(path)
-        check_resumable(state["config"], self.config_dict, path, may_change=RESUMABLE_CHANGES)
-        return int(state["step"])
+        return int(read_checkpoint(self.out, self.config_dict, RESUMABLE_CHANGES).get("step", 0))
 
     # -- resume / checkpoint
     def resume(self, **stateful) -> None:
@@ -209,33 +247,12 @@ class Run:
     # -- metrics
     def _truncate_metrics(self, epoch: int) -> None:
         """Keep the lines of epochs a resumed run will not redo (rank 0 writes the file)."""
-        path = self.out / METRICS
-        if not self.dist.main:
-            return
-        keep = []
-        if epoch and path.exists():
-            keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epoch]
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(ln + "\n" for ln in keep))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=epoch + 1)
-        except ImportError:  # tensorboard is a dependency; a stripped install still trains
-            self.writer = None
+        if self.dist.main:
+            self.writer = open_metrics(self.out, epoch)
 
     def log(self, epoch: int, metrics: dict[str, float]) -> None:
-        if not self.dist.main:
-            return
-        row = {"epoch": epoch, **{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                                  for k, v in metrics.items()}}
-        with open(self.out / METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.writer is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.writer.add_scalar(k, v, epoch)
-            self.writer.flush()
+        if self.dist.main:
+            log_metrics(self.out, self.writer, epoch, metrics)
 
     # -- the loop
     def epochs(self) -> Iterator[int]:
@@ -316,7 +333,8 @@ class Run:
         for k in [k for k in self.metrics if k.startswith("_")]:
             vals = self.metrics.pop(k)
             self.metrics[k[1:]] = float(np.mean(vals))
-        self.metrics.update(all_mean({k: v for k, v in self.metrics.items() if k in _RANK_LOCAL}, self.dist))
+        self.metrics.update(all_mean({k: v for k, v in self.metrics.items() if k in _RANK_LOCAL}, self.dist,
+                                     keys=_RANK_LOCAL))
 
     # -- evaluation
     def evaluate(self, epoch: int) -> dict[str, float]:
@@ -330,7 +348,8 @@ class Run:
         return out
 
 
-_RANK_LOCAL = {"loss", "clip_frac", "ratio_mean", "ratio_min", "ratio_max", "kl", "policy_loss"}
+_RANK_LOCAL = {"loss", "clip_frac", "ratio_mean", "ratio_min", "ratio_max", "kl", "policy_loss", "implicit_acc",
+               "margin", "mse", "ref_mse"}
 
 
 def _evaluate(run: Run, epoch: int) -> dict[str, float]:

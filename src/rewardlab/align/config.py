@@ -68,8 +68,9 @@ class RewardSettings:
     names: list[str] = setting(["shapeworld"], "rewards to optimise")
     weights: list[float] = setting([], "one weight per reward (default: 1 each)")
     options: list[str] = setting(["shapeworld.mode=partial"], "reward options as REWARD.KEY=VALUE")
-    aggregate: Literal["weighted_sum", "decoupled", "log_tamed"] = setting(
-        "weighted_sum", "how several rewards combine (rewards/combine.py)")
+    aggregate: Literal["weighted_sum", "decoupled", "log_tamed", "win_rate"] = setting(
+        "weighted_sum", "how several rewards combine (rewards/combine.py); win_rate: each sample's in-group win "
+                        "rate under one pairwise reward (Pref-GRPO)")
     monitors: list[str] = setting([], "rewards only logged, never optimised (the gold signal)")
 
 
@@ -132,6 +133,22 @@ class GRPOConfig(Sections):
 
 
 @dataclass
+class JudgeSettings(RewardSettings):
+    """A pairwise judge (``rewardlab rewards``: preference, vlm_judge) whose in-group win rates are the reward."""
+
+    names: list[str] = setting(["preference"], "the pairwise judge (one reward with compare())")
+    options: list[str] = setting([], "judge and monitor options as REWARD.KEY=VALUE")
+    aggregate: Literal["win_rate"] = setting("win_rate", "each sample's in-group win rate under the judge")
+
+
+@dataclass
+class PrefGRPOConfig(GRPOConfig):
+    """Pref-GRPO (``align/pref_grpo.py``): grpo rewarded by in-group win rates of a pairwise judge."""
+
+    reward: JudgeSettings = field(default_factory=JudgeSettings)
+
+
+@dataclass
 class NFTConfig(Sections):
     """DiffusionNFT and advantage-weighted matching (``align/nft.py``)."""
 
@@ -167,3 +184,96 @@ class BackpropConfig(Sections):
     refl_range: list[float] = setting([0.7, 0.9], "refl: the step is drawn from these fractions of the schedule")
     train_uncond: bool = setting(False, "let gradients reach the unconditional pass of guidance too (it is shared "
                                         "by every prompt; off keeps it as the anchor, as grpo and nft do)")
+
+
+# ---- rm: a reward model trained on preference pairs. No generator is sampled, so it has none
+# of the sampling sections: its data are pairs, its model the scorer, its unit the optimiser step.
+@dataclass
+class RMDataSettings:
+    """Preference pairs: parquet files with prompt, image_a, image_b (PNG bytes) and label (1, 0 or
+    0.5 for a tie), from ``rewardlab rm make-shapeworld`` or ``rewardlab annotate export``."""
+
+    train: Optional[Path] = setting(None, "preference parquet to train on (required)")
+    eval: Optional[Path] = setting(None, "held-out preference parquet: loss and accuracy every eval.every steps "
+                                         "(default: none)")
+
+
+@dataclass
+class RMModelSettings:
+    """The scorer: ShapeCLIP's architecture, s(image, prompt) = exp(τ)·cos (the ``preference`` reward)."""
+
+    weights: Optional[Path] = setting(None, "ShapeCLIP or preference weights to start from, e.g. the contrastive "
+                                            "shapeclip.safetensors (default: random initial weights)")
+    device: str = setting("cpu", "torch device (cpu, cuda, cuda:1)")
+
+
+@dataclass
+class RMTrainSettings:
+    """The optimiser, the run's length and its checkpoints."""
+
+    steps: int = setting(600, "optimiser steps (a rerun resumes towards this)", min=1)
+    batch_size: int = setting(64, "pairs per step, drawn with replacement by a generator seeded by (seed, step)",
+                              min=1)
+    lr: float = setting(1e-3, "AdamW learning rate", gt=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay", min=0)
+    max_grad_norm: Optional[float] = setting(None, "gradient-norm clip (default: none)", gt=0)
+    seed: int = setting(0, "seeds the initial weights and the pairs of each step", min=0)
+    checkpoint_every: int = setting(100, "steps between atomic checkpoints (the weights are exported with each)",
+                                    min=1)
+
+
+@dataclass
+class RMEvalSettings:
+    """Evaluation on data.eval: Bradley–Terry loss and accuracy on its decided (non-tie) pairs."""
+
+    every: int = setting(100, "steps between evaluations (0 = only at the end)", min=0)
+    batch_size: int = setting(256, "pairs per forward pass", min=1)
+
+
+@dataclass
+class RMConfig:
+    """A Bradley–Terry reward model on preference pairs (``align/reward_model.py``)."""
+
+    data: RMDataSettings = field(default_factory=RMDataSettings)
+    model: RMModelSettings = field(default_factory=RMModelSettings)
+    train: RMTrainSettings = field(default_factory=RMTrainSettings)
+    eval: RMEvalSettings = field(default_factory=RMEvalSettings)
+
+
+@dataclass
+class DPOConfig(Sections):
+    """Diffusion-DPO on an offline preference data set (``align/dpo.py``). An epoch trains on
+    ``sample.prompts_per_epoch × sample.group_size`` pairs (the presets set group_size 1, so
+    prompts_per_epoch counts pairs), in ``train.minibatches`` optimiser steps; the prompts come
+    from the data set (``sample.prompts`` and ``reward`` serve only the evaluation of generators
+    other than ShapeWorld)."""
+
+    data: Optional[Path] = setting(None, "preference data: rewardlab's parquet (prompt, image_a, image_b, label), "
+                                         "Pick-a-Pic v2 parquet, HPDv2 / ImageRewardDB json, MJ-Bench parquet/jsonl")
+    data_format: Literal["auto", "preference", "pickapic", "hpdv2", "imagereward", "mjbench"] = setting(
+        "auto", "the data's format (auto: told by its columns); rankings give every ordered pair, ties are left out")
+    image_root: Optional[Path] = setting(None, "folder that image paths in the data are relative to (default: "
+                                               "the data file's)")
+    beta: float = setting(5000.0, "β of Diffusion-DPO, with T·ω(λ) folded in (the released SD 1.5/SDXL runs: 5000)",
+                          gt=0)
+    timesteps: int = setting(1, "draws of (t, ε) per pair and pass, each shared by winner and loser (the paper: 1)",
+                             min=1)
+
+
+@dataclass
+class OnlineDPOConfig(Sections):
+    """Online preference optimisation on the policy's own samples, D3PO / RankDPO-style
+    (``align/online_dpo.py``): each group of ``sample.group_size`` samples is judged by the
+    reward (``reward.aggregate=win_rate`` with a pairwise judge: by its in-group win rates)."""
+
+    pairs: Literal["best_worst", "all", "rank"] = setting(
+        "best_worst", "which pairs of a group train: its best against its worst sample, every pair with a decided "
+                      "order (D3PO), or every pair weighted by RankDPO's ΔDCG")
+    beta: float = setting(2000.0, "β of the DPO loss, T·ω(λ) folded in", gt=0)
+    timesteps: int = setting(2, "draws of (t, ε) per group and pass, each shared by the group's samples", min=1)
+    min_level: float = setting(0.0, "draw t from the sampler's own levels with noise fraction >= this (the early, "
+                                    "high-noise steps decide the layout)", min=0, max=1)
+    ref_every: int = setting(0, "epochs between moving the reference to the current policy (iterative online "
+                                "DPO); 0 = the starting model throughout", min=0)
+    train_guidance: bool = setting(False, "compare guided predictions (the policy that sampled) instead of the "
+                                          "conditional ones (Diffusion-DPO)")

@@ -61,15 +61,20 @@ def average_grads(params: list[torch.nn.Parameter], d: Dist) -> None:
         p.grad /= d.world
 
 
-def all_mean(values: dict[str, float], d: Dist) -> dict[str, float]:
-    if d.world == 1 or not values:
+def all_mean(values: dict[str, float], d: Dist, keys=None) -> dict[str, float]:
+    """The mean over ranks of each value. With ``keys`` (the same on every rank), a rank may
+    lack some of them (it had nothing to measure): each key is averaged over the ranks that
+    have it, and left out where none has."""
+    if d.world == 1:
         return values
     import torch.distributed as dist
 
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    keys = sorted(values if keys is None else keys)
+    if not keys:
+        return {}
+    t = torch.tensor([[values.get(k, 0.0), float(k in values)] for k in keys], dtype=torch.float64)
     dist.all_reduce(t)
-    return {k: float(v) / d.world for k, v in zip(keys, t)}
+    return {k: float(s) / float(n) for k, (s, n) in zip(keys, t) if n}
 
 
 def param_spread(params, d: Dist) -> float:

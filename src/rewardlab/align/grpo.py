@@ -30,9 +30,9 @@ from .config import GRPOConfig
 from .losses import PerPromptStats, gaussian_kl, group_advantages, guard_log_ratio, ppo_clip, ratio_stats
 
 
-def train(cfg: GRPOConfig, out_dir: str | Path, progress=None) -> Path:
+def train(cfg: GRPOConfig, out_dir: str | Path, progress=None, recipe: str = "grpo") -> Path:
     check(cfg)
-    run = start(cfg, out_dir, "grpo", progress)
+    run = start(cfg, out_dir, recipe, progress)
     ref = None
     if cfg.kl:
         ref = run.copies["ref"] = ParamCopy(run.params)

@@ -119,3 +119,51 @@ def matching_log_prob(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     log-likelihood surrogate, ``-mean‖v − (ε − x₀)‖²`` for a flow (``-mean‖ε̂ − ε‖²`` for an
     ε-predicting UNet), ``[B]``; AWM weights it by the advantage inside a PPO-clipped ratio."""
     return -_flat_mean((pred - target) ** 2)
+
+
+def diffusion_dpo_loss(err_w: torch.Tensor, err_l: torch.Tensor, ref_err_w: torch.Tensor,
+                       ref_err_l: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Diffusion-DPO (Wallace et al. 2023, arXiv:2311.12908, eq. 14, as its released
+    ``train.py``), per pair ``[B]``: ``−log σ(−β/2 · [(e_w − e_ref,w) − (e_l − e_ref,l)])``
+    with ``e = mean‖prediction − target‖²`` of the winner (w) and the loser (l) noised with the
+    same ε at the same t — the target is ε for an ε-predicting UNet and the velocity ε − x₀
+    for a flow (the same loss on the flow's own denoising error: Flow-DPO, Liu et al. 2025,
+    arXiv:2501.13918); T·ω(λ_t) is folded into β (5000 for SD 1.5/SDXL). Stats: ``implicit_acc``
+    (share of pairs with a positive inside term: the policy moved towards the winner more than
+    the reference) and its mean ``margin``."""
+    inside = -0.5 * beta * ((err_w - ref_err_w.detach()) - (err_l - ref_err_l.detach()))
+    stats = {"implicit_acc": (inside > 0).float().mean().item(), "margin": inside.mean().item()}
+    return -torch.nn.functional.logsigmoid(inside), stats
+
+
+def bt_loss(s_a: torch.Tensor, s_b: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Bradley–Terry negative log-likelihood (Bradley & Terry 1952; the reward-model loss of
+    InstructGPT, Ouyang et al. 2022, arXiv:2203.02155, eq. 1), averaged over pairs:
+    ``−[y log σ(s_a − s_b) + (1 − y) log σ(s_b − s_a)]`` with ``y`` = P(a preferred) ∈ {1, 0, 0.5};
+    a tie (y = 0.5) pulls the two scores together."""
+    d = s_a - s_b
+    logsig = torch.nn.functional.logsigmoid
+    return -(label * logsig(d) + (1 - label) * logsig(-d)).mean()
+
+
+def rank_dpo_loss(excess: torch.Tensor, scores: torch.Tensor, beta: float,
+                  dcg: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """RankDPO (Karthik et al. 2024, arXiv:2410.18013, eq. 7) over one judged group ``[n]``:
+    each pair with ``ψ_i > ψ_j`` adds ``−w_ij log σ(−β/2 · (excess_i − excess_j))``, with
+    ``excess = e − e_ref`` the Diffusion-DPO error terms (so a pair is exactly
+    ``diffusion_dpo_loss``) and ``w_ij = ΔDCG_ij = |G_i − G_j|·|1/log₂(1+τ_i) − 1/log₂(1+τ_j)|``
+    (gain ``G = 2^ψ − 1``, ``τ`` the rank under the model's own implicit reward ``−excess``, no
+    gradient); ``dcg=False`` weights every pair 1 (all pairs, D3PO-style). Returns the
+    weighted mean over pairs (0 with no decided pair) and its stats."""
+    i, j = torch.nonzero(scores[:, None] > scores[None, :], as_tuple=True)
+    if not len(i):
+        return excess.sum() * 0, {}
+    inside = -0.5 * beta * (excess[i] - excess[j])
+    w = torch.ones_like(inside)
+    if dcg:
+        with torch.no_grad():
+            tau = torch.empty_like(excess).scatter_(0, torch.argsort(excess), torch.arange(1., len(excess) + 1))
+            gain, disc = 2.0 ** scores.to(excess) - 1, 1 / torch.log2(1 + tau)
+            w = (gain[i] - gain[j]).abs() * (disc[i] - disc[j]).abs()
+    loss = (w * -torch.nn.functional.logsigmoid(inside)).sum() / w.sum().clamp_min(1e-12)
+    return loss, {"implicit_acc": (inside > 0).float().mean().item(), "margin": inside.mean().item()}

@@ -84,6 +84,13 @@ class Rewarder:
             raise ConfigError(str(e).strip("'\"")) from None
         self.weights = dict(zip(s.names, s.weights or [1.0] * len(s.names)))
         self.aggregate = s.aggregate
+        if s.aggregate == "win_rate" and (len(self.rewards) != 1 or not self.judge.pairwise):
+            raise ConfigError("reward.aggregate=win_rate needs exactly one pairwise reward (one with compare(): "
+                              f"preference, vlm_judge); got {', '.join(s.names)}")
+
+    @property
+    def judge(self):
+        return next(iter(self.rewards.values()))
 
     def score(self, images, prompts, metadata) -> dict[str, torch.Tensor]:
         out = {}
@@ -101,6 +108,16 @@ class Rewarder:
         if self.aggregate == "log_tamed":
             return combine.log_tamed(own, self.weights)
         return combine.weighted_sum(own, self.weights)
+
+    def win_rates(self, images: torch.Tensor, prompts: list[str], groups: torch.Tensor) -> torch.Tensor:
+        """Pref-GRPO's reward: each sample's mean P(beats another member of its group) under the
+        judge, over all ordered pairs of the group (a tie or an unreadable verdict counts half)."""
+        from ..rewards.combine import pairwise_win_rate
+
+        def compare(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return self.judge.compare(images[a], images[b], [prompts[i] for i in a.tolist()]).cpu()
+
+        return pairwise_win_rate(compare, groups)
 
 
 @dataclasses.dataclass
@@ -156,10 +173,14 @@ def rollouts(run, epoch: int, *, stochastic: bool, window: tuple[int, int] | Non
     meta = records if all(r is not None for r in records) else None
     local = run.rewarder.score(traj.images, prompts, meta)
     scores = {k: gather(v, d) for k, v in local.items()}
-    rewards = run.rewarder.combine(scores, groups_all)
+    all_prompts = [pairs[int(g)][0] for g in groups_all]
+    if run.rewarder.aggregate == "win_rate":  # a group's images may live on several ranks
+        with torch.no_grad():
+            rewards = run.rewarder.win_rates(gather(traj.images, d), all_prompts, groups_all)
+    else:
+        rewards = run.rewarder.combine(scores, groups_all)
     run.timer["sampling"] += t1 - t0
     run.timer["reward"] += time.perf_counter() - t1
-    all_prompts = [pairs[int(g)][0] for g in groups_all]
     all_tags = [(pairs[int(g)][1] or {}).get("tag") for g in groups_all]
     div = gather(group_diversity(traj.images, groups_all[index]).reshape(1), d).mean().item()
     return Rollouts(prompts, records, index, cond, traj, scores, rewards, groups_all, all_prompts, all_tags, div)

@@ -28,9 +28,9 @@ def train(
                                          "alarm (a monitor reward falls while the training reward rises, or "
                                          "diversity collapses); the last checkpoint stays. Alarms are always printed."),
 ):
-    """Fine-tune a generator with rewards: metrics.jsonl, TensorBoard (tb/), eval grids (grids/),
-    checkpoint.pt and weights.safetensors land in the run folder. Multi-process: torchrun
-    --nproc_per_node N $(which rewardlab) train ..."""
+    """Fine-tune a generator with rewards, or train a reward model (rm): metrics.jsonl, TensorBoard
+    (tb/), eval grids (grids/), checkpoint.pt and weights.safetensors land in the run folder.
+    Multi-process: torchrun --nproc_per_node N $(which rewardlab) train ..."""
     from ..align import recipe_config
     from ..config import ConfigError, load_config, to_yaml
     from ..utils import CheckpointError
@@ -46,6 +46,8 @@ def train(
         raise typer.Exit(0)
     out = out or Path("runs") / recipe
     check_output_dir(out)
+    if stop_on_hacking and not hasattr(cfg, "reward"):
+        fail(f"--stop-on-hacking watches a generator's rewards; {recipe} trains none")
     if stop_on_hacking and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         fail("--stop-on-hacking runs in a single process (rank 0 alone would stop); watch the alarms instead")
     _run(recipe, cfg, out, (ConfigError, CheckpointError, FloatingPointError, OSError), stop_on_hacking)
@@ -82,19 +84,25 @@ def _run(recipe: str, cfg, out: Path, errors: tuple, stop_on_hacking: bool = Fal
     main = int(os.environ.get("RANK", "0")) == 0
     if (out / CHECKPOINT).exists() and main:
         console.print(f"resuming from {out / CHECKPOINT}")
-    watch = _hacking_watch(cfg, out, stop_on_hacking)
-    with progress_bar(f"{recipe} epochs", cfg.train.epochs) as advance:
+    # rm, trained on fixed pairs, counts optimiser steps and has no rewards to watch
+    watch = _hacking_watch(cfg, out, stop_on_hacking) if hasattr(cfg, "reward") else None
+    unit, total = ("epochs", cfg.train.epochs) if hasattr(cfg.train, "epochs") else ("steps", cfg.train.steps)
+    with progress_bar(f"{recipe} {unit}", total) as advance:
         done = [None]
 
         def on_epoch(epoch: int, m: dict) -> None:
             if done[0] is None:  # the first report after a resume
                 advance(epoch - 1)
             done[0] = epoch
-            info = f"reward {m.get('reward_mean', float('nan')):.3f}"
+            info = (f"reward {m['reward_mean']:.3f}" if "reward_mean" in m  # dpo and rm log no reward
+                    else f"loss {m.get('loss', float('nan')):.4f}")
             if "eval/overall" in m:
                 info += f"  eval {m['eval/overall']:.3f}"
+            if "eval/accuracy" in m:
+                info += f"  eval accuracy {m['eval/accuracy']:.3f}"
             advance(1, info=info)
-            watch(epoch, m)
+            if watch:
+                watch(epoch, m)
 
         try:
             weights = recipe_train(recipe)(cfg, out, on_epoch if main else None)
@@ -105,3 +113,6 @@ def _run(recipe: str, cfg, out: Path, errors: tuple, stop_on_hacking: bool = Fal
             raise typer.Exit(3) from None
     if main:
         console.print(f"weights: {weights}\nmetrics: {out / 'metrics.jsonl'}  (tensorboard --logdir {out / 'tb'})")
+        if recipe == "rm":
+            console.print(f"(the preference reward with option preference.weights={weights}; copy them to "
+                          f"src/rewardlab/world/data/preference.safetensors to ship)", soft_wrap=True)

@@ -1,5 +1,5 @@
 """``rewardlab annotate``: collect human preference votes in the browser; ``annotate export``
-turns them into the preference parquet that ``rm train`` reads."""
+turns them into the preference parquet that ``rewardlab train rm`` reads (``data.train``)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def export(
     source: Optional[Path] = typer.Option(None, help="Where the images are (default: the source the app served)."),
 ):
     """Write every vote as a row of a preference parquet (prompt, image_a, image_b, label,
-    annotator, pair_id, voted_at): the input of `rewardlab rm train`."""
+    annotator, pair_id, voted_at): the input of `rewardlab train rm` (data.train=FILE)."""
     from ..serve.export import export_votes
     from ..serve.sources import SourceError
 

@@ -128,7 +128,7 @@ def eval_judge(
     images and malformed rows are counted and reported, never fatal."""
     import json
 
-    from ..eval.judge_data import read_judge_set
+    from ..data.pref_formats import read_preference_set as read_judge_set
     from ..eval.judges import evaluate_judge
 
     if out:

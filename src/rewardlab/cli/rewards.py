@@ -1,4 +1,5 @@
-"""``rewardlab score``, ``rewardlab rewards ...`` and ``rewardlab rm ...``: rewards and reward models."""
+"""``rewardlab score``, ``rewardlab rewards ...`` and ``rewardlab rm ...``: rewards and preference data (reward
+models are trained by ``rewardlab train rm``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..train_configs import RMTrainConfig
-from .common import app, check_output_file, config_options, console, fail, progress_bar, run_training
+from .common import app, check_output_file, console, fail, progress_bar
 
 rewards_app = typer.Typer(help="Reward models: list them.", no_args_is_help=True)
-rm_app = typer.Typer(help="Preference datasets and Bradley-Terry reward models.", no_args_is_help=True)
+rm_app = typer.Typer(help="Preference datasets (a reward model is trained on one by `rewardlab train rm`).",
+                     no_args_is_help=True)
 app.add_typer(rm_app, name="rm")
 app.add_typer(rewards_app, name="rewards")
 
@@ -37,36 +38,46 @@ def rm_make_shapeworld(
                                        help="Fraction of pairs of two correct images (label 0.5)."),
     split: str = typer.Option("train", help="Prompt split: train, held_out or all."),
     seed: int = typer.Option(0, help="Seed."),
+    from_model: bool = typer.Option(False, "--from-model", help="Pairs of the model's own samples (best vs worst "
+                                    "of --samples per prompt, as the verifier ranks them) instead of ideal renders; "
+                                    "what the dpo recipe trains on. --tie-fraction does not apply."),
+    weights: Optional[Path] = typer.Option(None, help="--from-model: ShapeWorld weights (default: the shipped)."),
+    samples: int = typer.Option(4, min=2, help="--from-model: samples per prompt."),
+    steps: int = typer.Option(10, min=1, help="--from-model: sampling steps."),
+    tags: str = typer.Option("", help="--from-model: only these tags' prompts, comma-separated (default: all)."),
 ):
-    """A ShapeWorld preference dataset labelled by the verifier (correct vs near-miss renders)."""
+    """A ShapeWorld preference dataset labelled by the verifier: correct vs near-miss renders, or
+    (--from-model) the model's own samples."""
     from ..data.preferences import make_shapeworld_preferences, save_preferences
 
     if split not in ("train", "held_out", "all"):
         fail(f"unknown --split {split!r}; expected train, held_out or all")
+    from ..world.records import TAGS
+
+    tag_list = [t.strip() for t in tags.split(",") if t.strip()]
+    if set(tag_list) - set(TAGS):
+        fail(f"unknown --tags {', '.join(sorted(set(tag_list) - set(TAGS)))}; expected some of {', '.join(TAGS)}")
     check_output_file(out, (".parquet",))
-    with progress_bar("rendering pairs", pairs) as advance:
-        rows = make_shapeworld_preferences(pairs, label_noise, tie_fraction, split, seed, progress=advance)
+    with progress_bar("sampling pairs" if from_model else "rendering pairs", pairs) as advance:
+        if from_model:
+            from ..align.pref_data import make_sample_preferences
+            from ..generators import load_generator
+
+            gen = load_generator("shapeworld" if weights is None else f"shapeworld:{weights}")
+            rows = make_sample_preferences(gen, pairs, label_noise, samples_per_prompt=samples, steps=steps,
+                                           split=split, seed=seed, progress=advance,
+                                           tags=tag_list or None)
+        else:
+            rows = make_shapeworld_preferences(pairs, label_noise, tie_fraction, split, seed, progress=advance)
     save_preferences(rows, out)
     console.print(f"wrote {pairs} pairs to {out}")
 
 
-@rm_app.command("train")
-@config_options(RMTrainConfig)
-def rm_train(
-    cfg: RMTrainConfig,
-    dataset: Path = typer.Argument(..., help="Preference parquet (prompt, image_a, image_b, label)."),
-    out: Path = typer.Option(Path("runs/preference"), help="Folder for checkpoints and weights."),
-):
-    """Train a Bradley-Terry reward model (ShapeCLIP architecture) on a preference dataset."""
-    from ..data.preferences import load_preferences
-    from ..rewards.preference import train_rm
-
-    try:
-        rows = load_preferences(dataset)
-    except ValueError as e:
-        fail(str(e))
-    run_training("training reward model", cfg, out, lambda progress: train_rm(rows, cfg, out, progress=progress),
-                 "preference.safetensors")
+@rm_app.command("train", hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def rm_train(ctx: typer.Context, dataset: str = typer.Argument("DATASET")):
+    """Moved: `rewardlab train rm` (kept so the old command says where to go)."""
+    fail(f"`rewardlab rm train` moved to the training harness: rewardlab train rm --config "
+         f"configs/rm_shapeworld.yaml -o RUN data.train={dataset}")
 
 
 @app.command()

@@ -19,7 +19,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from .judge_data import JudgeSet
+from ..data.pref_formats import PreferenceSet as JudgeSet
 
 
 def tie_accuracy(pred: float, label: float) -> float:

@@ -118,7 +118,8 @@ def _eval_table(before: dict, after: dict) -> str:
     keys = [k for k in before if k.startswith("eval/")]
     rows = "".join(f"<tr><td>{_e(k[5:])}</td><td>{before[k]:.3f}</td><td>{after.get(k, float('nan')):.3f}</td>"
                    f"<td>{after.get(k, float('nan')) - before[k]:+.3f}</td></tr>" for k in keys)
-    return (f"<table class='eval'><tr><th>tag</th><th>epoch {_e(before['epoch'])}</th><th>epoch {_e(after['epoch'])}</th>"
+    unit = "epoch" if "epoch" in before else "step"  # a reward-model run (train rm) logs steps
+    return (f"<table class='eval'><tr><th>tag</th><th>{unit} {_e(before[unit])}</th><th>{unit} {_e(after[unit])}</th>"
             f"<th>change</th></tr>{rows}</table>")
 
 

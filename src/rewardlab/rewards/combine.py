@@ -74,8 +74,9 @@ def uncertainty_penalized(ensemble: torch.Tensor, penalty: float = 1.0) -> torch
 
 def pairwise_win_rate(compare: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                       groups: torch.Tensor) -> torch.Tensor:
-    """Pref-GRPO: each sample's mean probability of beating the other members of its group,
-    from a pairwise judge ``compare(idx_a, idx_b) -> P(a beats b)`` over sample indices."""
+    """Pref-GRPO (Wang et al. 2025, arXiv:2508.20751): each sample's mean probability of beating
+    the other members of its group, from a pairwise judge ``compare(idx_a, idx_b) -> P(a beats b)``
+    over sample indices; an unreadable verdict (NaN) counts as a tie, half to each."""
     out = torch.zeros(len(groups))
     for g in groups.unique():
         idx = torch.nonzero(groups == g).flatten()
@@ -83,7 +84,7 @@ def pairwise_win_rate(compare: Callable[[torch.Tensor, torch.Tensor], torch.Tens
             continue
         a, b = torch.meshgrid(idx, idx, indexing="ij")
         off = a != b
-        p = compare(a[off], b[off]).float()
+        p = compare(a[off], b[off]).float().nan_to_num(0.5)
         wins = torch.zeros(len(groups)).index_add_(0, a[off], p)
         out[idx] = wins[idx] / (len(idx) - 1)
     return out

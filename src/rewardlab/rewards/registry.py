@@ -62,6 +62,6 @@ def _literal(value: str):
 
 
 def _populate() -> None:
-    from . import (brisque, clip, detectors, geneval, hps, preference, shapeclip, simple,  # noqa: F401  (register on import)
-                   vlm)
+    from . import (brisque, clip, detectors, geneval, hps, imagereward, preference, shapeclip,  # noqa: F401  (register on import)
+                   simple, vlm)
     from ..serve import remote  # noqa: F401

@@ -16,15 +16,9 @@ class ShapeCLIPReward(Reward):
         from ..world.clip import ShapeCLIP
 
         self.model = ShapeCLIP.load(weights).to(device).requires_grad_(False)
-        self.res = self.model.config.resolution
 
     def score(self, images, prompts, metadata):
-        import torch.nn.functional as F
-
-        device = self.model.clip.logit_scale.device
-        x = images.to(device)
-        if x.shape[-2:] != (self.res, self.res):
-            x = F.interpolate(x, size=(self.res, self.res), mode="bilinear", align_corners=False, antialias=True)
+        x = images.to(self.model.clip.logit_scale.device)
         cos = (self.model.encode_images(x) * self.model.encode_text(list(prompts))).sum(-1)
         return RewardOutput((self.model.clip.logit_scale.exp() * cos).cpu(), {"cosine": cos.cpu()})
 

@@ -1,4 +1,4 @@
-"""Votes → the preference parquet that ``rewardlab rm train`` reads:
+"""Votes → the preference parquet that ``rewardlab train rm`` reads:
 ``prompt, image_a, image_b`` (image bytes), ``label`` (1: a preferred, 0: b, 0.5: tie), one
 row per vote, with ``annotator``, ``pair_id`` and ``voted_at`` alongside."""
 

@@ -53,7 +53,11 @@ class ShapeCLIP(nn.Module):
             vision_config=dict(image_size=c.resolution, patch_size=c.patch, **tower), projection_dim=c.embed))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Unit embeddings of ``[B,3,H,W]`` images in [0, 1]."""
+        """Unit embeddings of ``[B,3,H,W]`` images in [0, 1] (another size is resized, antialiased
+        and differentiably, to the model's resolution)."""
+        res = self.config.resolution
+        if images.shape[-2:] != (res, res):
+            images = F.interpolate(images, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
         out = self.clip.get_image_features(pixel_values=images * 2 - 1)
         return F.normalize(out if torch.is_tensor(out) else out.pooler_output, dim=-1)
 

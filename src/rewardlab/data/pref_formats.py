@@ -1,8 +1,9 @@
-"""Readers for the judge-benchmark formats people have on disk. Each gives a ``JudgeSet``:
-items of a prompt, two or more images and a human verdict — a pairwise ``label`` (1: the
-first image preferred, 0: the second, 0.5: a tie) or ``ranks`` (lower is better, equal
-ranks tie). Malformed rows are counted in ``skipped``, never fatal; images are read only
-when scored, so a missing file costs its item alone.
+"""Readers for the preference formats people have on disk — what the judge benchmarks
+(``eval/judges.py``) score and what the ``dpo`` recipe trains on. Each gives a
+``PreferenceSet``: items of a prompt, two or more images and a human verdict — a pairwise
+``label`` (1: the first image preferred, 0: the second, 0.5: a tie) or ``ranks`` (lower is
+better, equal ranks tie). Malformed rows are counted in ``skipped``, never fatal; images are
+read only when used, so a missing file costs its item alone.
 
 =================  ==========================================================================
 format             what it reads
@@ -16,7 +17,8 @@ format             what it reads
 =================  ==========================================================================
 
 An image is bytes, a Hugging Face image struct (``{"bytes", "path"}``) or a path relative to
-the dataset file's folder.
+the dataset file's folder. ``winner_loser_pairs`` turns any set into (prompt, winner, loser)
+pairs: a ranking of n images gives its n(n-1)/2 ordered pairs, ties are left out and counted.
 """
 
 from __future__ import annotations
@@ -24,10 +26,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 FORMATS = ("pickapic", "hpdv2", "imagereward", "mjbench", "preference")
 
@@ -43,13 +44,14 @@ class Item:
 
 
 @dataclass
-class JudgeSet:
+class PreferenceSet:
     items: list[Item]
     format: str
     skipped: Counter = field(default_factory=Counter)  # reason -> rows
 
 
-def read_judge_set(path: str | Path, fmt: str | None = None, image_root: str | Path | None = None) -> JudgeSet:
+def read_preference_set(path: str | Path, fmt: str | None = None,
+                        image_root: str | Path | None = None) -> PreferenceSet:
     """Read ``path`` (format detected from its columns unless ``fmt``); image paths are
     relative to ``image_root`` (default: the file's folder)."""
     path = Path(path)
@@ -59,7 +61,7 @@ def read_judge_set(path: str | Path, fmt: str | None = None, image_root: str | P
     fmt = fmt or _detect(path, rows)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    out = JudgeSet([], fmt)
+    out = PreferenceSet([], fmt)
     for row in rows:
         try:
             out.items.append(READERS[fmt](row, Path(image_root or path.parent)))
@@ -95,8 +97,8 @@ def _detect(path: Path, rows: list[dict]) -> str:
                         ("hpdv2", {"image_path", "rank"})):
         if needed <= keys:
             return fmt
-    raise ValueError(f"{path}: cannot tell the format from its columns {sorted(keys)[:8]}; give --format "
-                     f"({', '.join(FORMATS)})")
+    raise ValueError(f"{path}: cannot tell the format from its columns {sorted(keys)[:8]}; name it "
+                     f"(eval judge --format, dpo data_format): {', '.join(FORMATS)}")
 
 
 def _image(value, root: Path):
@@ -148,3 +150,25 @@ READERS = {
     "hpdv2": lambda row, root: _ranked(row["prompt"], row["image_path"], row["rank"], root),
     "imagereward": lambda row, root: _ranked(row["prompt"], row["generations"], row["ranking"], root),
 }
+
+
+def winner_loser_pairs(data: PreferenceSet) -> tuple[list[tuple[str, Any, Any]], int]:
+    """``(prompt, winner, loser)`` for every decided pair of ``data`` — a pairwise verdict, or
+    each pair of a ranking's images with different ranks (n images: up to n(n-1)/2 pairs) —
+    and the number of tied pairs left out."""
+    pairs, ties = [], 0
+    for item in data.items:
+        if item.ranks is None:
+            if item.label == 0.5:
+                ties += 1
+            else:
+                a, b = item.images if item.label == 1 else item.images[::-1]
+                pairs.append((item.prompt, a, b))
+            continue
+        for i, j in combinations(range(len(item.images)), 2):
+            if item.ranks[i] == item.ranks[j]:
+                ties += 1
+            else:
+                a, b = (i, j) if item.ranks[i] < item.ranks[j] else (j, i)
+                pairs.append((item.prompt, item.images[a], item.images[b]))
+    return pairs, ties
