@@ -104,5 +104,8 @@ def test_pairwise_win_rate_by_hand():
     rates = pairwise_win_rate(compare, torch.tensor([0, 0, 0, 1]))
     assert rates.tolist() == [0.0, 0.5, 1.0, 0.0]
     unreadable = lambda a, b: torch.where((a == 0) & (b == 1), float("nan"), compare(a, b))
-    # 0 vs 1 unreadable: 0 gets (0.5 + 0) / 2; 1 gets (1 + 0) / 2 from its own verdicts
-    assert pairwise_win_rate(unreadable, torch.tensor([0, 0, 0])).tolist() == [0.25, 0.5, 1.0]
+    # 0 vs 1 unreadable, a tie: 0 gets (0.5 + 0) / 2, 1 gets (0.5 + 0) / 2; each pair judged once
+    calls = []
+    counted = lambda a, b: calls.append(len(a)) or unreadable(a, b)
+    assert pairwise_win_rate(counted, torch.tensor([0, 0, 0])).tolist() == [0.25, 0.25, 1.0]
+    assert calls == [3]

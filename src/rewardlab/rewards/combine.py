@@ -76,15 +76,16 @@ def pairwise_win_rate(compare: Callable[[torch.Tensor, torch.Tensor], torch.Tens
                       groups: torch.Tensor) -> torch.Tensor:
     """Pref-GRPO (Wang et al. 2025, arXiv:2508.20751): each sample's mean probability of beating
     the other members of its group, from a pairwise judge ``compare(idx_a, idx_b) -> P(a beats b)``
-    over sample indices; an unreadable verdict (NaN) counts as a tie, half to each."""
+    over sample indices; an unreadable verdict (NaN) counts as a tie, half to each. Each
+    unordered pair is judged once, P(b beats a) = 1 − P(a beats b): a judge sensitive to the
+    order of presentation averages both orders itself (as ``vlm_judge.compare`` does)."""
     out = torch.zeros(len(groups))
     for g in groups.unique():
         idx = torch.nonzero(groups == g).flatten()
         if len(idx) < 2:
             continue
-        a, b = torch.meshgrid(idx, idx, indexing="ij")
-        off = a != b
-        p = compare(a[off], b[off]).float().nan_to_num(0.5)
-        wins = torch.zeros(len(groups)).index_add_(0, a[off], p)
+        a, b = torch.combinations(idx, 2).T
+        p = compare(a, b).float().nan_to_num(0.5)
+        wins = torch.zeros(len(groups)).index_add_(0, a, p).index_add_(0, b, 1 - p)
         out[idx] = wins[idx] / (len(idx) - 1)
     return out
