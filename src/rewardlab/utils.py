@@ -124,6 +124,23 @@ def load_weights_file(path: str | Path, what: str) -> tuple[dict, dict]:
         return json.loads(meta["config"]), load_file(str(path))
 
 
+def load_released_state(path: str | Path, where: str) -> dict:
+    """A released model's state dict: safetensors, or a torch file read with
+    ``weights_only=True`` (a ``state_dict`` entry unwrapped); FileNotFoundError saying
+    ``where`` to get it when the file is missing."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: {where}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state)
+
+
 def check_resumable(saved: dict, current: dict, path, may_change=("steps", "checkpoint_every")) -> None:
     """Refuse to resume a checkpoint trained with other settings (only ``may_change`` may differ)."""
     changed = {k for k in set(saved) | set(current) if saved.get(k) != current.get(k)} - set(may_change)

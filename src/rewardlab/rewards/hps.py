@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..utils import local_files_only
+from ..utils import load_released_state, local_files_only
 from .base import Reward, RewardOutput
 from .clip import _features, clip_pixels
 from .registry import register
@@ -64,19 +63,6 @@ def open_clip_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_open_clip_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no HPS checkpoint at {path}: download HPS_v2_compressed.pt or "
-                                f"HPS_v2.1_compressed.pt (hub repo xswu/HPSv2) and pass checkpoint=PATH")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state)
-
-
 class HPSReward(Reward):
     differentiable = True
 
@@ -87,7 +73,9 @@ class HPSReward(Reward):
         if checkpoint is None:
             raise FileNotFoundError("pass checkpoint=PATH to HPS_v2(.1)_compressed.pt (hub repo xswu/HPSv2)")
         self.name = name
-        state = open_clip_to_hf(load_open_clip_checkpoint(checkpoint))  # fails fast when missing
+        state = open_clip_to_hf(load_released_state(  # fails fast when missing
+            checkpoint, "download HPS_v2_compressed.pt or HPS_v2.1_compressed.pt (hub repo xswu/HPSv2) and pass "
+                        "checkpoint=PATH"))
         self.model = CLIPModel(CLIPConfig(**(config or VIT_H_14)))
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("position_ids")]

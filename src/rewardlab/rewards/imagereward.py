@@ -10,11 +10,10 @@ package nor its pinned transformers is needed. Differentiable: preprocessing is 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 
-from ..utils import local_files_only
+from ..utils import load_released_state, local_files_only
 from .base import Reward, RewardOutput
 from .clip import clip_pixels
 from .registry import register
@@ -59,19 +58,6 @@ def blip_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_imagereward_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no ImageReward checkpoint at {path}: download ImageReward.pt "
-                                f"(hub repo THUDM/ImageReward) and pass checkpoint=PATH")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state)
-
-
 class ImageRewardReward(Reward):
     name = "imagereward"
     differentiable = True
@@ -84,7 +70,8 @@ class ImageRewardReward(Reward):
 
         if checkpoint is None:
             raise FileNotFoundError("pass checkpoint=PATH to ImageReward.pt (hub repo THUDM/ImageReward)")
-        state = blip_to_hf(load_imagereward_checkpoint(checkpoint))  # fails fast when missing
+        state = blip_to_hf(load_released_state(  # fails fast when missing
+            checkpoint, "download ImageReward.pt (hub repo THUDM/ImageReward) and pass checkpoint=PATH"))
         config = config or BLIP_LARGE
         try:  # the head's sizes come from the checkpoint: 768→1024→128→64→16→1, no activations between
             head = [nn.Linear(*state[f"head.{i}.weight"].shape[::-1]) for i in range(5)]
