@@ -77,10 +77,15 @@ def cmd_eval(args) -> None:
     start = before(args.images_per_prompt, Path(args.out))
     if args.periodic:  # the run's own first and last evaluations (fewer images), not the whole eval split
         evals = [r for r in rows if "eval/overall" in r]
+        first = evals[0]
+        if args.before_run:  # the shipped model's epoch-0 eval: fixed records and seeds, the same in every run
+            first = json.loads((Path(args.before_run) / "metrics.jsonl").read_text().splitlines()[0])
+            assert first["epoch"] == 0 and "eval/overall" in first, f"{args.before_run} has no epoch-0 evaluation"
         start, after = ({k[5:]: round(v, 4) for k, v in r.items() if k.startswith("eval/")}
-                        for r in (evals[0], evals[-1]))
-        after["evaluation"] = start["evaluation"] = (f"the run's periodic evals at epochs {evals[0]['epoch']} and "
-                                                     f"{evals[-1]['epoch']} (16 records per tag x 2 images)")
+                        for r in (first, evals[-1]))
+        after["evaluation"] = start["evaluation"] = (
+            f"periodic evals (16 records per tag x 2 images) at epoch {first['epoch']} "
+            f"{'of ' + Path(args.before_run).name + ' ' if args.before_run else ''}and {evals[-1]['epoch']}")
     else:
         after = geneval(run / "weights.safetensors", Path(args.out) / args.name, args.images_per_prompt)
         if args.images_per_prompt != 4:
@@ -193,6 +198,8 @@ def main() -> None:
     e.add_argument("name", choices=RECIPES)
     e.add_argument("run")
     e.add_argument("--periodic", action="store_true", help="take the run's last periodic evaluation instead")
+    e.add_argument("--before-run", help="--periodic: the shipped model's epoch-0 eval from this run (for a run "
+                                        "resumed or started without one)")
     e.add_argument("--images-per-prompt", type=int, default=4, help="fewer images per eval prompt (faster, "
                                                                     "noisier), beside the shipped model's alike")
     b = sub.add_parser("baseline", help="continued supervised training for the same minutes")
