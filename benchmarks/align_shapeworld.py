@@ -176,7 +176,8 @@ def cmd_logs(args) -> None:
     for run in map(Path, args.runs):
         (dest / run.name).mkdir(parents=True, exist_ok=True)
         for f in ("config.yaml", "metrics.jsonl"):
-            shutil.copyfile(run / f, dest / run.name / f)
+            if (run / f).resolve() != (dest / run.name / f).resolve():  # a run already in results/ stays
+                shutil.copyfile(run / f, dest / run.name / f)
         minutes = 0.0
         for r in (json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()):
             minutes += r.get("time/epoch", 0) / 60
