@@ -10,7 +10,7 @@ from rewardlab.generators.diffusers_flow import FluxGenerator, SD3Generator
 from rewardlab.generators.diffusers_sd import StableDiffusionGenerator
 from rewardlab.generators.guidance import guided
 from rewardlab.generators.lora import add_lora, lora_parameters
-from rewardlab.generators.sampling import generate_images, log_prob, sample
+from rewardlab.generators.sampling import generate_images, log_prob, sample, step, steps_at_once
 from rewardlab.generators.shapeworld import ShapeWorldGenerator
 from rewardlab.world.model import ModelConfig, ShapeWorldModel
 from tests.helpers.tiny_pipelines import tiny_flux, tiny_sd, tiny_sd3
@@ -68,6 +68,29 @@ def test_exact_log_probs_after_lora_with_cached_and_uncached_condition(kind, ste
     assert (uncached - traj.log_probs).exp().sub(1).abs().max() <= 1e-5
     assert (cached - traj.log_probs).exp().sub(1).abs().max() <= 1e-5
     assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("kind, step_type", [("sd", "ddim"), ("shapeworld", "flow_sde"), ("sd3", "dance_sde"),
+                                             ("flux", "cps")])
+def test_steps_at_once_equal_one_step_at_a_time(kind, step_type):
+    """GRPO's training pass: the steps of a batch in one network call give each step's
+    log-prob and mean, and the loss's LoRA gradient, of one ``step`` call per step."""
+    gen = perturbed_lora(make(kind, step_type))
+    traj = gen.sample(PROMPTS[:2], seeds=[3, 4], steps=3, guidance=3.0)
+    cond, steps, adv = gen.condition(PROMPTS[:2]), [0, 2], torch.tensor([1.0, -0.5])
+
+    def loss_and_grads(outs):
+        loss = torch.stack([(o.log_prob * adv).mean() + o.mean.square().mean() for o in outs]).mean()
+        return loss, torch.autograd.grad(loss, lora_parameters(gen.denoiser))
+
+    one = [step(gen, traj.state(i), i, cond, traj.timesteps, 3.0, prev_sample=traj.state(i + 1)) for i in steps]
+    x, x_next = (torch.stack([traj.state(i + d) for i in steps]) for d in (0, 1))
+    many = steps_at_once(gen, x, steps, cond, traj.timesteps, 3.0, prev_sample=x_next)
+    for a, b in zip(one, many):
+        assert torch.allclose(a.log_prob, b.log_prob, atol=1e-5) and torch.allclose(a.mean, b.mean, atol=1e-5)
+    (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(one), loss_and_grads(many)
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(grads_a, grads_b))
 
 
 def test_satisfies_the_protocol_and_defaults_to_the_library_guidance(gen):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from ..generators.sampling import step
+from ..generators.sampling import step, steps_at_once
 from .common import WEIGHTS, ParamCopy, start
 from .rollouts import minibatches, reward_metrics, rollouts
 from .config import GRPOConfig
@@ -105,17 +105,17 @@ def old_policy(run, cfg, batch, steps: list[int], scale: float) -> dict:
 
 
 def minibatch_loss(run, cfg: GRPOConfig, batch, adv, mb: slice, steps: list[int], old: dict, ref, scale: float):
-    traj, cond, a = batch.traj, batch.cond[mb], adv[mb]
-    x = lambda i: traj.state(i)[mb]
-    ref_means = {}
-    if ref is not None:  # the copy is swapped into the live weights: before the passes with a graph
+    """The mean over ``steps`` of the PPO terms (plus KL), all steps in one network call."""
+    traj, a = batch.traj, adv[mb]
+    x = torch.stack([traj.state(i)[mb] for i in steps])  # [K, B, ...]
+    x_next = torch.stack([traj.state(i + 1)[mb] for i in steps])
+    at_once = lambda **kw: steps_at_once(run.gen, x, steps, batch.cond[mb], traj.timesteps, scale,
+                                         prev_sample=x_next, **kw)
+    if ref is not None:  # the copy is swapped into the live weights: before the pass with a graph
         with torch.no_grad(), ref.applied(run.params):
-            for i in steps:
-                ref_means[i] = step(run.gen, x(i), i, cond, traj.timesteps, scale, prev_sample=x(i + 1)).mean
+            ref_means = [out.mean for out in at_once()]
     terms, log_ratios, kls = [], [], []
-    for i in steps:
-        out = step(run.gen, x(i), i, cond, traj.timesteps, scale, prev_sample=x(i + 1),
-                   detach_uncond=not cfg.train_uncond)
+    for k, (i, out) in enumerate(zip(steps, at_once(detach_uncond=not cfg.train_uncond))):
         old_lp = old["log_prob"][mb, i]
         if cfg.ratio_norm:
             log_ratio = guard_log_ratio(out.log_prob, old_lp, out.mean, old["mean"][i][mb], out.std)
@@ -123,7 +123,7 @@ def minibatch_loss(run, cfg: GRPOConfig, batch, adv, mb: slice, steps: list[int]
             log_ratio = out.log_prob - old_lp
         per = ppo_clip(log_ratio, a, cfg.clip_range)
         if ref is not None:
-            kl = gaussian_kl(out.mean, ref_means[i], out.std)
+            kl = gaussian_kl(out.mean, ref_means[k], out.std)
             per = per + cfg.kl * kl
             kls.append(kl.mean().item())
         terms.append(per.mean())

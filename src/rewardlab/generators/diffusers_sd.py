@@ -21,6 +21,8 @@ class StableDiffusionGenerator(TrajectorySampler):
         if isinstance(pipeline, str) or hasattr(pipeline, "__fspath__"):
             pipeline = load_pipeline("StableDiffusionPipeline", pipeline)
         self.pipe = pipeline
+        # diffusers' speed tip: NHWC convolutions (benchmarks/peer_trl_ddpo.py's epochs ~6% shorter on 1 CPU thread)
+        pipeline.unet.to(memory_format=torch.channels_last)
         self.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
         self.eta = eta
         self.factor = pipeline.vae_scale_factor

@@ -2,7 +2,8 @@
 style: the loop knows nothing of the network; guidance wraps ``denoise``).
 
 * ``step``: one transition ``x_i → x_{i+1}``; with ``prev_sample`` it re-scores a stored
-  transition with the same arithmetic that sampled it (DDPO, Flow-GRPO).
+  transition with the same arithmetic that sampled it (DDPO, Flow-GRPO); ``steps_at_once``
+  re-scores several steps of a batch in one network call (what GRPO trains on).
 * ``sample``: a recorded ``Trajectory`` from prompts or a cached ``Cond``; ``start_step`` with
   ``noise = trajectory.state(i)`` resumes a trajectory from step ``i`` (the same seeds give
   the same remaining noise, so the rest is reproduced exactly); ``callback(i, x, x0_pred)``
@@ -33,6 +34,23 @@ def step(gen, x: torch.Tensor, i: int, cond: Cond, timesteps: torch.Tensor, guid
     ``guided``)."""
     pred = guided(gen.denoise, guidance, detach_uncond)(x, timesteps[i], cond)
     return gen.transition(x, pred, i, timesteps, prev_sample=prev_sample, noise=noise, stochastic=stochastic)
+
+
+def steps_at_once(gen, x: torch.Tensor, steps: Sequence[int], cond: Cond, timesteps: torch.Tensor,
+                  guidance: float = 1.0, prev_sample: torch.Tensor | None = None,
+                  detach_uncond: bool = False) -> list[StepOutput]:
+    """``step`` at several steps of one batch (re-scoring, as training does) with ONE guided
+    network call: ``x`` and ``prev_sample`` are ``[K, B, ...]``, the states at ``steps[k]``,
+    stacked step-major with one timestep per row; then each step's transition. The outputs
+    are those of K ``step`` calls up to float rounding (the network sees a K-times larger
+    batch) and the graph kept for backward is as large, but one call amortises a small
+    network's per-call cost (the DDPO benchmark's 16 samples x 8 steps: forward + backward
+    22% faster on 2 CPU threads, 11% on 1 — benchmarks/peer_trl_ddpo.py)."""
+    k, b = x.shape[:2]
+    t = timesteps[list(steps)].repeat_interleave(b)
+    pred = guided(gen.denoise, guidance, detach_uncond)(x.flatten(0, 1), t, Cond.cat([cond] * k)).unflatten(0, (k, b))
+    return [gen.transition(x[j], pred[j], i, timesteps, prev_sample=None if prev_sample is None else prev_sample[j])
+            for j, i in enumerate(steps)]
 
 
 def sample(gen, prompts: Sequence[str] | Cond, *, noise: torch.Tensor | None = None,
