@@ -141,6 +141,29 @@ def load_released_state(path: str | Path, where: str) -> dict:
     return state.get("state_dict", state)
 
 
+def load_into(module, state: dict, source) -> None:
+    """Load a mapped released state dict into ``module``: every weight must be there and fit
+    (``position_ids`` buffers aside), else ValueError naming ``source``."""
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"{source} does not fit the config: {' '.join(str(e).split())[:300]}") from None
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"{source} does not fit the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def load_tokenizer(source: str, what: str):
+    """``AutoTokenizer`` from a folder or hub id; FileNotFoundError saying how to get it."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=local_files_only(source))
+    except OSError:
+        raise FileNotFoundError(f"cannot load the {what} tokenizer {source!r}: download it "
+                                f"(`hf download {source} --local-dir DIR`) and pass tokenizer=DIR") from None
+
+
 def check_resumable(saved: dict, current: dict, path, may_change=("steps", "checkpoint_every")) -> None:
     """Refuse to resume a checkpoint trained with other settings (only ``may_change`` may differ)."""
     changed = {k for k in set(saved) | set(current) if saved.get(k) != current.get(k)} - set(may_change)

@@ -11,7 +11,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from ..utils import load_released_state, local_files_only
+from ..utils import load_into, load_released_state, load_tokenizer
 from .base import Reward, RewardOutput
 from .clip import _features, clip_pixels
 from .registry import register
@@ -68,7 +68,7 @@ class HPSReward(Reward):
 
     def __init__(self, checkpoint: str | None = None, tokenizer: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
                  config: dict | None = None, device: str = "cpu", name: str = "hpsv2"):
-        from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+        from transformers import CLIPConfig, CLIPModel
 
         if checkpoint is None:
             raise FileNotFoundError("pass checkpoint=PATH to HPS_v2(.1)_compressed.pt (hub repo xswu/HPSv2)")
@@ -77,16 +77,9 @@ class HPSReward(Reward):
             checkpoint, "download HPS_v2_compressed.pt or HPS_v2.1_compressed.pt (hub repo xswu/HPSv2) and pass "
                         "checkpoint=PATH"))
         self.model = CLIPModel(CLIPConfig(**(config or VIT_H_14)))
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.endswith("position_ids")]
-        if missing or unexpected:
-            raise ValueError(f"{checkpoint} does not fit the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        load_into(self.model, state, checkpoint)
         self.model.eval().requires_grad_(False).to(device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer, local_files_only=local_files_only(tokenizer))
-        except OSError:
-            raise FileNotFoundError(f"cannot load the CLIP tokenizer {tokenizer!r}: download it "
-                                    f"(`hf download {tokenizer} --local-dir DIR`) and pass tokenizer=DIR") from None
+        self.tokenizer = load_tokenizer(tokenizer, "CLIP")
         self.size = self.model.config.vision_config.image_size
 
     def score(self, images, prompts, metadata):

@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from ..utils import load_released_state, local_files_only
+from ..utils import load_into, load_released_state, load_tokenizer
 from .base import Reward, RewardOutput
 from .clip import clip_pixels
 from .registry import register
@@ -65,8 +65,7 @@ class ImageRewardReward(Reward):
     def __init__(self, checkpoint: str | None = None, tokenizer: str = "google-bert/bert-base-uncased",
                  config: dict | None = None, device: str = "cpu"):
         from torch import nn
-        from transformers import (AutoTokenizer, BlipTextConfig, BlipTextModel, BlipVisionConfig,
-                                  BlipVisionModel)
+        from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
         if checkpoint is None:
             raise FileNotFoundError("pass checkpoint=PATH to ImageReward.pt (hub repo THUDM/ImageReward)")
@@ -82,19 +81,9 @@ class ImageRewardReward(Reward):
             # is_decoder=True is what gives BlipTextModel its cross-attention layers; forward runs it bidirectionally
             text=BlipTextModel(BlipTextConfig(**config["text_config"], is_decoder=True), add_pooling_layer=False),
             head=nn.Sequential(*head)))
-        try:
-            missing, unexpected = self.model.load_state_dict(state, strict=False)
-        except RuntimeError as e:  # shape mismatches
-            raise ValueError(f"{checkpoint} does not fit the config: {' '.join(str(e).split())[:300]}") from None
-        missing = [k for k in missing if not k.endswith("position_ids")]
-        if missing or unexpected:
-            raise ValueError(f"{checkpoint} does not fit the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        load_into(self.model, state, checkpoint)
         self.model.eval().requires_grad_(False).to(device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer, local_files_only=local_files_only(tokenizer))
-        except OSError:
-            raise FileNotFoundError(f"cannot load the BERT tokenizer {tokenizer!r}: download it "
-                                    f"(`hf download {tokenizer} --local-dir DIR`) and pass tokenizer=DIR") from None
+        self.tokenizer = load_tokenizer(tokenizer, "BERT")
         self.tokenizer.add_special_tokens({"bos_token": "[DEC]"})  # BLIP's init_tokenizer: vocab 30522 + 2
         self.tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
         if len(self.tokenizer) != self.model.text.config.vocab_size:
