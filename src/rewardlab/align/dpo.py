@@ -28,6 +28,7 @@ from .common import WEIGHTS, ParamCopy, start
 from .config import DPOConfig
 from .dist import all_mean
 from .losses import diffusion_dpo_loss
+from .nft import denoising_target
 from .pref_data import encode_pairs, epoch_order, load_pairs
 from .rollouts import minibatches, sample_seed
 
@@ -72,7 +73,7 @@ def pair_loss(run, cfg: DPOConfig, prompts, x_w, x_l, ok, idx, epoch: int, inner
     eps = rep(torch.stack(eps_list, 1).reshape(-1, *x_w.shape[1:]), 2).to(x_w)
     x0 = torch.cat([rep(x_w, K), rep(x_l, K)])
     x_t = gen.add_noise(x0, eps, t)
-    target = eps if hasattr(gen, "alpha_bar") else eps - x0  # ε-prediction, or the flow's velocity
+    target = denoising_target(gen, x0, eps)
     cond = gen.condition(prompts)[torch.arange(n).repeat(2 * K)]
     keep = rep(ok.to(x_w.device), K)
 

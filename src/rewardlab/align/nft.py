@@ -98,7 +98,7 @@ def minibatch_loss(run, cfg: NFTConfig, batch, x0, adv, keep, mb: slice, epoch: 
         per = nft_loss(v, v_old, x0k, r, cfg.beta, lambda p: predict_x0(gen, x_t, p, t)) * cfg.adv_clip
         stats = {"r_mean": float(r.mean())}
     else:
-        target = eps if hasattr(gen, "alpha_bar") else eps - x0k
+        target = denoising_target(gen, x0k, eps)
         log_ratio = matching_log_prob(v, target) - matching_log_prob(v_old, target)
         per = ppo_clip(log_ratio, advk.clamp(-cfg.adv_clip, cfg.adv_clip), cfg.clip_range)
         stats = ratio_stats(log_ratio, cfg.clip_range)
@@ -116,6 +116,12 @@ def noise_fraction(gen, levels: torch.Tensor) -> torch.Tensor:
     if hasattr(gen, "alpha_bar"):
         return (1 - gen.alpha_bar(levels)).sqrt()
     return levels.float()
+
+
+def denoising_target(gen, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """What the network predicts at ``add_noise(x0, noise, t)``: ε for an ε-predicting UNet,
+    the velocity ε − x0 for a flow (the target of the DPO and AWM errors)."""
+    return noise if hasattr(gen, "alpha_bar") else noise - x0
 
 
 def predict_x0(gen, x_t: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

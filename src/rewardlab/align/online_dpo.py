@@ -31,7 +31,7 @@ from .common import WEIGHTS, ParamCopy, start
 from .config import OnlineDPOConfig
 from .dist import gather
 from .losses import rank_dpo_loss
-from .nft import noise_fraction
+from .nft import denoising_target, noise_fraction
 from .rollouts import flat_groups, reward_metrics, rollouts, sample_seed
 
 
@@ -117,5 +117,4 @@ def group_draws(run, cfg: OnlineDPOConfig, batch, x0, g: int, epoch: int, inner:
     eps = torch.randn((K, 1, *x0.shape[1:]), generator=rng).expand(K, n, *x0.shape[1:])
     eps = eps.reshape(K * n, *x0.shape[1:]).to(x0)
     x = x0[members].repeat(K, *[1] * (x0.ndim - 1))
-    target = eps if hasattr(gen, "alpha_bar") else eps - x
-    return {"x_t": gen.add_noise(x, eps, t), "t": t, "target": target, "scores": scores}
+    return {"x_t": gen.add_noise(x, eps, t), "t": t, "target": denoising_target(gen, x, eps), "scores": scores}
