@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rewardlab.generators.diffusers_sd import StableDiffusionGenerator
-from rewardlab.generators.lora import add_lora, load_lora, lora_parameters, merge_lora, save_lora
+from rewardlab.generators.lora import add_lora, load_lora, lora_merged, lora_parameters, merge_lora, save_lora
 from rewardlab.generators.shapeworld import ShapeWorldGenerator
 from rewardlab.world.model import ModelConfig, ShapeWorldModel
 from tests.helpers.tiny_pipelines import tiny_sd
@@ -120,3 +120,25 @@ def test_reference_pass_for_a_kl_term_leaves_the_lora_state_as_it_was():
     with gen.reference():
         pass
     assert not any(p.requires_grad for p in lora_parameters(gen.denoiser))
+
+
+def test_sampling_with_the_adapter_merged_matches_and_restores_the_weights():
+    """Rollouts sample with LoRA folded into the base weights: the same images and log-probs up
+    to float rounding, and afterwards bitwise the weights, adapters and trainable flags of before."""
+    gen = StableDiffusionGenerator(tiny_sd())
+    add_lora(gen.denoiser, rank=2)
+    perturb_lora(gen.denoiser)
+    before = {k: v.clone() for k, v in gen.denoiser.state_dict().items()}
+    with torch.no_grad():
+        plain = gen.sample(["a cat", "a dog"], seeds=[0, 1], steps=3, guidance=3.0)
+        with lora_merged(gen.denoiser):
+            merged = gen.sample(["a cat", "a dog"], seeds=[0, 1], steps=3, guidance=3.0)
+            folded = [k for k, v in gen.denoiser.state_dict().items() if not torch.equal(v, before[k])]
+    assert torch.allclose(merged.latents, plain.latents, atol=1e-5)
+    assert torch.allclose(merged.log_probs, plain.log_probs, atol=1e-4)
+    assert folded and all(k.endswith("base_layer.weight") for k in folded)  # merged in place, then put back
+    after = gen.denoiser.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.requires_grad for p in lora_parameters(gen.denoiser))
+    again = gen.sample(["a cat", "a dog"], seeds=[0, 1], steps=3, guidance=3.0)
+    assert torch.equal(again.latents, plain.latents)

@@ -154,6 +154,7 @@ def epoch_samples(run, epoch: int) -> tuple[list[tuple[str, dict | None]], torch
 def rollouts(run, epoch: int, *, stochastic: bool, window: tuple[int, int] | None = None) -> Rollouts:
     """Sample this rank's rollouts of ``epoch`` (in batches of ``sample.batch_size``), score
     them, and gather rewards from every rank."""
+    from ..generators.lora import lora_merged
     from ..generators.sampling import sample
 
     s, d = run.cfg.sample, run.dist
@@ -164,7 +165,7 @@ def rollouts(run, epoch: int, *, stochastic: bool, window: tuple[int, int] | Non
     t0 = time.perf_counter()
     cond = run.gen.condition(prompts)
     trajs = []
-    with torch.no_grad():
+    with torch.no_grad(), lora_merged(run.gen.denoiser):  # LoRA folded in: ~7% faster on tiny SD
         for b in range(0, len(prompts), s.batch_size):
             trajs.append(sample(run.gen, cond[b:b + s.batch_size], seeds=seeds[b:b + s.batch_size], steps=s.steps,
                                 guidance=s.guidance, stochastic=stochastic, window=window))

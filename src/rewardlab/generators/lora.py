@@ -99,3 +99,35 @@ def lora_disabled(module: torch.nn.Module):
             m.enable_adapters(not off)
         for p, g in grads.items():
             p.requires_grad_(g)
+
+
+@contextlib.contextmanager
+def lora_merged(module: torch.nn.Module):
+    """Run ``module`` with every active LoRA folded into its base weight (``W + s·B·A``): one
+    matmul per layer instead of three and no adapter dispatch — for sampling without gradients.
+    The base weights are copied first and restored exactly on exit, so training goes on
+    through the unmerged adapters with unchanged weights; outputs differ from the unmerged
+    pass by float rounding only. A module without LoRA layers is left as it is."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in module.modules()
+              if isinstance(m, BaseTunerLayer) and not m.disable_adapters and not m.merged]
+    grads = {p: p.requires_grad for p in lora_parameters(module)}
+    saved = []
+    try:
+        with torch.no_grad():
+            for m in layers:
+                weight = m.get_base_layer().weight
+                saved.append((m, weight.detach().clone()))
+                for name in m.active_adapters:
+                    if name in m.lora_A:
+                        weight.add_(m.get_delta_weight(name))
+                m.enable_adapters(False)
+        yield module
+    finally:
+        with torch.no_grad():
+            for m, weight in saved:
+                m.get_base_layer().weight.copy_(weight)
+                m.enable_adapters(True)
+        for p, g in grads.items():
+            p.requires_grad_(g)
