@@ -169,20 +169,22 @@ def cmd_table(args) -> None:
 
 def cmd_logs(args) -> None:
     """Copy each run's config.yaml and metrics.jsonl into results/align_shapeworld_runs/NAME and
-    print the periodic held-out evaluations side by side: what each setting bought."""
+    print the periodic held-out evaluations of every run kept there side by side: what each
+    setting bought."""
     dest = RESULTS / "align_shapeworld_runs"
-    lines = ["| run | epoch | rollouts | minutes | single_object | colors | counting | position | color_attr | "
-             "overall |", "|---" * 10 + "|"]
     for run in map(Path, args.runs):
         (dest / run.name).mkdir(parents=True, exist_ok=True)
         for f in ("config.yaml", "metrics.jsonl"):
             if (run / f).resolve() != (dest / run.name / f).resolve():  # a run already in results/ stays
                 shutil.copyfile(run / f, dest / run.name / f)
+    lines = ["| run | epoch | rollouts | minutes | single_object | colors | counting | position | color_attr | "
+             "overall |", "|---" * 10 + "|"]
+    tags = ["single_object", "colors", "counting", "position", "color_attr", "overall"]
+    for run in sorted(p for p in dest.iterdir() if (p / "metrics.jsonl").exists()):
         minutes = 0.0
-        for r in (json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()):
+        for r in (json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()):
             minutes += r.get("time/epoch", 0) / 60
             if "eval/overall" in r:
-                tags = ["single_object", "colors", "counting", "position", "color_attr", "overall"]
                 lines.append(f"| {run.name} | {r['epoch']} | {r.get('rollouts', 0)} | {minutes:.0f} | "
                              + " | ".join(f"{r['eval/' + t]:.3f}" for t in tags) + " |")
     text = "\n".join(lines)
