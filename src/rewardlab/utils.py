@@ -164,9 +164,14 @@ def load_tokenizer(source: str, what: str):
                                 f"(`hf download {source} --local-dir DIR`) and pass tokenizer=DIR") from None
 
 
-def check_resumable(saved: dict, current: dict, path, may_change=("steps", "checkpoint_every")) -> None:
-    """Refuse to resume a checkpoint trained with other settings (only ``may_change`` may differ)."""
-    changed = {k for k in set(saved) | set(current) if saved.get(k) != current.get(k)} - set(may_change)
+def check_resumable(saved: dict, current: dict, path, may_change=("steps", "checkpoint_every"),
+                    defaults: dict | None = None) -> None:
+    """Refuse to resume a checkpoint trained with other settings (only ``may_change`` may differ).
+    A setting the checkpoint does not know (added to the code after it was written) counts as
+    its value in ``defaults``, so an upgrade does not strand runs that never set it."""
+    defaults = defaults or {}
+    was = lambda k: saved[k] if k in saved else defaults.get(k)
+    changed = {k for k in set(saved) | set(current) if was(k) != current.get(k)} - set(may_change)
     if changed:
         diff = ", ".join(f"{k} {saved.get(k)!r} → {current.get(k)!r}" for k in sorted(changed))
         raise CheckpointError(f"{path} was trained with different settings ({diff}); "

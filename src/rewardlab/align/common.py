@@ -133,16 +133,18 @@ def export_weights(gen, path: Path, lora: bool) -> None:
         save_lora(gen.denoiser, path)
 
 
-def read_checkpoint(out: Path, config: dict, may_change: tuple[str, ...] = RESUMABLE_CHANGES) -> dict:
+def read_checkpoint(out: Path, config: dict, may_change: tuple[str, ...] = RESUMABLE_CHANGES,
+                    defaults: dict | None = None) -> dict:
     """The checkpoint in the run folder ``out`` ({} if none), once the temporary files a killed
     write left there are removed; CheckpointError if it is unreadable or was trained with other
-    settings than ``config`` (only the keys ``may_change`` may differ)."""
+    settings than ``config`` (only the keys ``may_change`` may differ; keys the checkpoint lacks
+    count as their ``defaults``)."""
     path = Path(out) / CHECKPOINT
     remove_orphans(out)
     if not path.exists():
         return {}
     state = load_checkpoint(path)
-    check_resumable(state["config"], config, path, may_change=may_change)
+    check_resumable(state["config"], config, path, may_change=may_change, defaults=defaults)
     return state
 
 
@@ -208,7 +210,8 @@ class Run:
         self.writer = None
 
     def _check_checkpoint(self) -> int:
-        return int(read_checkpoint(self.out, self.config_dict, RESUMABLE_CHANGES).get("step", 0))
+        defaults = config_dict(type(self.cfg)())
+        return int(read_checkpoint(self.out, self.config_dict, RESUMABLE_CHANGES, defaults).get("step", 0))
 
     # -- resume / checkpoint
     def resume(self, **stateful) -> None:
