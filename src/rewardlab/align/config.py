@@ -157,14 +157,9 @@ class NFTConfig(Sections):
     beta: float = setting(1.0, "NFT strength β of the implicit policies", gt=0)
     adv_clip: float = setting(5.0, "advantages are clipped to ±adv_clip, then mapped to r ∈ [0, 1]", gt=0)
     clip_range: float = setting(1e-4, "awm: PPO clip on the matching-loss ratio", gt=0)
-    timesteps: int = setting(2, "training noise levels per rollout (at most the sampler's count unless "
-                                "levels=uniform)", min=1)
+    timesteps: int = setting(2, "training noise levels per rollout, drawn from the sampler's own", min=1)
     min_level: float = setting(0.0, "train only at the sampler's noise levels t >= this (the early, high-noise "
                                     "steps decide the layout)", min=0, max=1)
-    levels: Literal["sampler", "uniform"] = setting(
-        "sampler", "where the training noise levels come from: the sampler's own (DiffusionNFT), or uniform "
-                   "between the lowest and the highest of them (the fine-tune then also holds between the "
-                   "sampler's levels, e.g. for evaluation with more steps)")
     kl: float = setting(0.0, "weight of ‖vθ − vref‖² (a pull towards the reference model)", min=0)
     old_decay: float = setting(0.5, "the old policy's slowest EMA decay (DiffusionNFT: min(0.001·step, 0.5))",
                                min=0, max=1)

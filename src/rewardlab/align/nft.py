@@ -6,8 +6,7 @@ deterministic ODE/DDIM, guided or guidance-free.
     setup   policy θ; old policy θ_old ← θ (the sampler); reference θ_ref ← θ if kl > 0
     repeat  sample  G images per prompt from θ_old (deterministic steps)
             score   rewards → per-group advantages A → r = clip(A)/2c + 1/2
-            update  for minibatches, for K of the sampler's noise levels t per rollout
-                    (or K drawn uniformly between them, ``levels=uniform``):
+            update  for minibatches, for K of the sampler's noise levels t per rollout:
                       x_t = forward process(x0, ε, t)
                       nft: loss = [r‖x̂₀⁺−x₀‖²/w⁺ + (1−r)‖x̂₀⁻−x₀‖²/w⁻]/β  (+ kl‖vθ − v_ref‖²)
                       awm: loss = PPO-clip(exp(log p_θ − log p_old), A), log p = −‖v − target‖²
@@ -66,17 +65,17 @@ def train(cfg: NFTConfig, out_dir: str | Path, progress=None) -> Path:
 
 def minibatch_loss(run, cfg: NFTConfig, batch, x0, adv, keep, mb: slice, epoch: int, inner: int, old, ref):
     """The loss of one minibatch at K noise levels per rollout (drawn per sample from the
-    sampler's own timesteps or between them, seeded by the sample's global index)."""
+    sampler's own timesteps, seeded by the sample's global index)."""
     gen, traj = run.gen, batch.traj
     idx, x0, adv, keep = batch.index[mb], x0[mb], adv[mb], keep[mb].float()
     levels = traj.timesteps[:traj.num_steps]
     high = noise_fraction(gen, levels) >= cfg.min_level
     levels = levels[high] if high.any() else levels[:1]  # at least the noisiest
-    K = cfg.timesteps if cfg.levels == "uniform" else min(cfg.timesteps, len(levels))
+    K = min(cfg.timesteps, len(levels))
     t_list, eps_list = [], []
     for i in idx.tolist():
         g = torch.Generator().manual_seed(sample_seed(cfg.train.seed, epoch, i, 1 + inner))
-        t_list.append(draw_levels(levels, K, g, cfg.levels == "uniform"))
+        t_list.append(levels[torch.randperm(len(levels), generator=g)[:K]])
         eps_list.append(torch.randn((K, *x0.shape[1:]), generator=g))
     t = torch.stack(t_list).T.reshape(-1).to(x0.device)  # [K·n], level k of every sample, then k+1
     eps = torch.stack(eps_list, 1).reshape(-1, *x0.shape[1:]).to(x0)
@@ -110,16 +109,6 @@ def minibatch_loss(run, cfg: NFTConfig, batch, x0, adv, keep, mb: slice, epoch: 
     loss = (per * keepk).sum() / keepk.sum().clamp_min(1)
     stats.update(loss=loss.item(), kept=keep.mean().item())
     return loss, stats
-
-
-def draw_levels(levels: torch.Tensor, k: int, g: torch.Generator, uniform: bool) -> torch.Tensor:
-    """``k`` training levels: distinct ones of the sampler's ``levels``, or (``uniform``) drawn
-    uniformly between their lowest and highest — rounded where levels are integer timesteps."""
-    if not uniform:
-        return levels[torch.randperm(len(levels), generator=g)[:k]]
-    lo, hi = levels.min().double(), levels.max().double()
-    t = lo + (hi - lo) * torch.rand(k, generator=g, dtype=torch.float64)
-    return t.to(levels.dtype) if levels.is_floating_point() else t.round().to(levels.dtype)
 
 
 def noise_fraction(gen, levels: torch.Tensor) -> torch.Tensor:
