@@ -173,6 +173,6 @@ def check_resumable(saved: dict, current: dict, path, may_change=("steps", "chec
     was = lambda k: saved[k] if k in saved else defaults.get(k)
     changed = {k for k in set(saved) | set(current) if was(k) != current.get(k)} - set(may_change)
     if changed:
-        diff = ", ".join(f"{k} {saved.get(k)!r} → {current.get(k)!r}" for k in sorted(changed))
+        diff = ", ".join(f"{k} {was(k)!r} → {current.get(k)!r}" for k in sorted(changed))
         raise CheckpointError(f"{path} was trained with different settings ({diff}); "
                               f"use a new output folder or the same settings")
