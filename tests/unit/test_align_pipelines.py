@@ -1,5 +1,6 @@
 """Both recipes through the Generator contract alone, on tiny random SD, SD3 and FLUX
-pipelines (LoRA), and every shipped GPU preset loaded and run for an epoch on them."""
+pipelines (LoRA), every shipped GPU preset loaded and run for an epoch on them, and the
+ShapeWorld presets loaded under their recipes."""
 
 from pathlib import Path
 
@@ -58,6 +59,14 @@ def test_gpu_presets_run_on_tiny_pipelines(pipes, tmp_path, preset, kind, recipe
     extra = ["window=0"] if recipe == "grpo" else []
     recipe_train(recipe)(tiny_run(pipes, kind, recipe, CONFIGS / preset, *extra), tmp_path)
     assert (tmp_path / "weights.safetensors").exists()
+
+
+@pytest.mark.parametrize("preset, recipe", [
+    ("grpo_shapeworld.yaml", "grpo"), ("nft_shapeworld.yaml", "nft"), ("backprop_shapeworld.yaml", "backprop"),
+    ("online_dpo_shapeworld.yaml", "online_dpo"), ("pref_grpo_shapeworld.yaml", "pref_grpo")])
+def test_every_shipped_preset_loads_under_its_recipe(preset, recipe):
+    cfg = load_config(recipe_config(recipe), CONFIGS / preset)  # unknown keys raise
+    assert cfg.train.epochs >= 1 and cfg.sample.group_size >= 2
 
 
 def test_diffusers_pipelines_need_lora(pipes, tmp_path):
