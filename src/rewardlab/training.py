@@ -21,17 +21,24 @@ def config_dict(cfg) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in flatten(asdict(cfg)).items()}
 
 
-def checkpoint_step(path: Path, config: dict) -> int:
-    """The step a run would resume from with the checkpoint at ``path`` (0: none), checked
-    before any work: CheckpointError if it is unreadable or was trained with other settings."""
-    state = _resumable(path, config)
+def default_config_dict(cfg) -> dict:
+    """``config_dict`` of the config class's defaults: what a setting added to the code after a
+    checkpoint was written counts as when that checkpoint is resumed."""
+    return config_dict(type(cfg)())
+
+
+def checkpoint_step(path: Path, cfg) -> int:
+    """The step a run of config ``cfg`` would resume from with the checkpoint at ``path`` (0:
+    none), checked before any work: CheckpointError if it is unreadable or was trained with
+    other settings."""
+    state = _resumable(path, cfg)
     return int(state["step"]) if state else 0
 
 
-def resume_training(path: Path, config: dict, model, optimizer) -> tuple[int, dict]:
+def resume_training(path: Path, cfg, model, optimizer) -> tuple[int, dict]:
     """Restore model and optimiser from the checkpoint at ``path`` if there is one (refusing
-    other settings); returns the step to start from and the whole saved state."""
-    state = _resumable(path, config)
+    settings other than ``cfg``'s); returns the step to start from and the whole saved state."""
+    state = _resumable(path, cfg)
     if not state:
         return 0, {}
     with reading(path, "training checkpoint for this model"):
@@ -40,15 +47,15 @@ def resume_training(path: Path, config: dict, model, optimizer) -> tuple[int, di
     return state["step"], state
 
 
-def _resumable(path: Path, config: dict) -> dict:
+def _resumable(path: Path, cfg) -> dict:
     """The checkpoint at ``path`` ({} if none), once temporary files that a killed write left
-    beside it are removed."""
+    beside it are removed; settings it predates count as their defaults."""
     path = Path(path)
     remove_orphans(path.parent)
     if not path.exists():
         return {}
     state = load_checkpoint(path)
-    check_resumable(state["config"], config, path)
+    check_resumable(state["config"], config_dict(cfg), path, defaults=default_config_dict(cfg))
     return state
 
 
@@ -67,7 +74,7 @@ def fit(model: torch.nn.Module, optimizer, cfg, out_dir: Path, weights_name: str
     out_dir = Path(out_dir)
     ckpt, weights = out_dir / "checkpoint.pt", out_dir / weights_name
     config = config_dict(cfg)
-    start, _ = resume_training(ckpt, config, model, optimizer)
+    start, _ = resume_training(ckpt, cfg, model, optimizer)
     for step in range(start, cfg.steps):
         if lr_at is not None:
             for g in optimizer.param_groups:

@@ -207,3 +207,16 @@ def test_old_rm_train_says_where_it_moved(prefs):
     r = runner.invoke(app, ["rm", "train", str(prefs), "--steps", "2"])
     assert r.exit_code == 2 and f"rewardlab train rm --config configs/rm_shapeworld.yaml -o RUN data.train={prefs}" \
         in " ".join(r.output.split())
+
+
+def test_a_setting_newer_than_the_checkpoint_resumes_at_its_default(tmp_path, prefs, tiny_clip_weights):
+    from rewardlab.utils import CheckpointError
+
+    recipe_train("rm")(tiny(prefs, tiny_clip_weights, "train.steps=2"), tmp_path)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del ckpt["config"]["train.weight_decay"]  # as a version before the setting existed wrote it
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match=r"train.weight_decay 0.01 → 0.5"):  # set otherwise: refused
+        recipe_train("rm")(tiny(prefs, tiny_clip_weights, "train.steps=4", "train.weight_decay=0.5"), tmp_path)
+    recipe_train("rm")(tiny(prefs, tiny_clip_weights, "train.steps=4"), tmp_path)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 4

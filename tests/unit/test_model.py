@@ -117,3 +117,19 @@ def test_resume_refuses_different_settings(tmp_path, monkeypatch):
     train(TrainConfig(steps=1, batch_size=2, checkpoint_every=1), tmp_path)
     with pytest.raises(ValueError, match="different settings"):
         train(TrainConfig(steps=2, batch_size=2, checkpoint_every=1, lr=1.0), tmp_path)
+
+
+def test_a_setting_newer_than_the_checkpoint_resumes_at_its_default(tmp_path, monkeypatch):
+    import rewardlab.world.train as T
+    from rewardlab.training import checkpoint_step
+
+    monkeypatch.setattr(T, "ModelConfig", lambda resolution: ModelConfig(resolution, (8, 16), 1, 16, 1))
+    train(TrainConfig(steps=1, batch_size=2, checkpoint_every=1), tmp_path)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del ckpt["config"]["cfg_dropout"]  # as a version before the setting existed wrote it
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="cfg_dropout 0.1 → 0.2"):  # set otherwise: refused, the default named
+        train(TrainConfig(steps=3, batch_size=2, checkpoint_every=1, cfg_dropout=0.2), tmp_path)
+    assert checkpoint_step(tmp_path / "checkpoint.pt", TrainConfig(steps=2, batch_size=2)) == 1  # what the CLI checks
+    train(TrainConfig(steps=2, batch_size=2, checkpoint_every=1), tmp_path)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 2

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from ..training import config_dict
+from ..training import config_dict, default_config_dict
 from ..utils import atomic_path, check_resumable, load_checkpoint, remove_orphans, save_checkpoint
 from .dist import all_mean, average_grads, barrier, init_dist, param_spread
 from .rollouts import Rewarder, nanmean, epoch_prompts, prompt_entries, prompt_file
@@ -210,7 +210,7 @@ class Run:
         self.writer = None
 
     def _check_checkpoint(self) -> int:
-        defaults = config_dict(type(self.cfg)())
+        defaults = default_config_dict(self.cfg)
         return int(read_checkpoint(self.out, self.config_dict, RESUMABLE_CHANGES, defaults).get("step", 0))
 
     # -- resume / checkpoint

@@ -31,7 +31,7 @@ import torch
 
 from ..config import ConfigError, to_yaml
 from ..rewards.preference import bt_score
-from ..training import config_dict
+from ..training import config_dict, default_config_dict
 from ..utils import atomic_path, save_checkpoint
 from .common import CHECKPOINT, WEIGHTS, log_metrics, open_metrics, read_checkpoint
 from .config import RMConfig
@@ -53,7 +53,7 @@ def train(cfg: RMConfig, out_dir: str | Path, progress=None) -> Path:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("rm trains in a single process; run it without torchrun")
     config = config_dict(cfg)
-    state = read_checkpoint(out, config, RESUMABLE_CHANGES)  # before any work
+    state = read_checkpoint(out, config, RESUMABLE_CHANGES, default_config_dict(cfg))  # before any work
     data = read_pairs(cfg.data.train, "data.train")
     held = read_pairs(cfg.data.eval, "data.eval") if cfg.data.eval is not None else None
 

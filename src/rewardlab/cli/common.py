@@ -80,12 +80,12 @@ def run_training(description: str, cfg, out: Path, train, ship_as: str) -> None:
     where the weights are and where to copy them to ship. The output folder and any checkpoint
     in it are checked first: an unreadable checkpoint or one trained with other settings is a
     one-line error, and a resumed run says where it resumes."""
-    from ..training import checkpoint_step, config_dict
+    from ..training import checkpoint_step
     from ..utils import CheckpointError
 
     check_output_dir(out)
     try:
-        start = checkpoint_step(out / "checkpoint.pt", config_dict(cfg))
+        start = checkpoint_step(out / "checkpoint.pt", cfg)
     except CheckpointError as e:
         fail(str(e))
     if start:

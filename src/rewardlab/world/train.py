@@ -64,7 +64,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress=None) -> Path:
         model.load_state_dict({k: v.float() for k, v in init.state_dict().items()})
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start, state = resume_training(ckpt_path, config_dict(cfg), model, opt)
+    start, state = resume_training(ckpt_path, cfg, model, opt)
     ema = state.get("ema", ema)
     sampler = PromptSampler("train", seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
