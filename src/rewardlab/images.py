@@ -110,4 +110,36 @@ def group_diversity(images: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         if len(x) > 1:
             dist = torch.cdist(x, x) / math.sqrt(x.shape[1])
             vals.append(dist.sum() / (len(x) * (len(x) - 1)))
-    return torch.stack(vals).mean() if vals else torch.tensor(0.0)
+    return torch.stack(vals).mean() if vals else images.new_zeros(())
+
+
+HUES = ("red", "orange", "yellow", "chartreuse", "green", "spring green", "cyan", "azure", "blue", "violet",
+        "magenta", "rose")  # the hue bins of ``hue_histogram``, centred every 30° from red at 0°
+
+
+def hue_histogram(images: torch.Tensor, min_saturation: float = 0.3, min_value: float = 0.2) -> torch.Tensor:
+    """Counts ``[12]`` (float64) of a batch's coloured pixels (HSV saturation and value at least
+    the given) by hue, each pixel shared linearly between the two nearest bin centres of
+    ``HUES`` — so a slight tint moves the counts slightly, with no bin edge to jump. Normalised
+    it is the batch's palette: the hacking monitor's drift signal, which every group turning
+    red moves while the within-group diversity holds."""
+    x = images.detach().float().clamp(0, 1)
+    hi, lo = x.max(1).values, x.min(1).values
+    chroma = (hi - lo).clamp_min(1e-8)
+    r, g, b = x.unbind(1)
+    hue = torch.where(hi == r, ((g - b) / chroma) % 6,
+                      torch.where(hi == g, (b - r) / chroma + 2, (r - g) / chroma + 4)) / 6  # [0, 1)
+    keep = (hi - lo >= min_saturation * hi) & (hi >= min_value) & (hi > lo)
+    n = len(HUES)
+    pos = hue[keep].double() * n  # bin centres at whole numbers
+    below = pos.floor()
+    frac = pos - below
+    below = below.long() % n
+    return (torch.bincount(below, weights=1 - frac, minlength=n)
+            + torch.bincount((below + 1) % n, weights=frac, minlength=n))
+
+
+def hue_fractions(counts: torch.Tensor) -> list[float] | None:
+    """``hue_histogram`` counts as fractions (4 decimals), or None where no pixel is coloured."""
+    total = float(counts.sum())
+    return [round(float(c) / total, 4) for c in counts] if total > 0 else None

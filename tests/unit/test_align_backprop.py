@@ -29,7 +29,7 @@ def test_every_mode_trains_and_logs(tmp_path, tiny_shapeworld_weights, mode):
     out = recipe_train("backprop")(tiny(tiny_shapeworld_weights, *mode), tmp_path)
     rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     last = rows[-1]
-    for key in ("reward_mean", "score/shapeclip", "score/shapeworld", "loss", "grad_norm"):
+    for key in ("reward_mean", "score/shapeclip", "score/shapeworld", "loss", "grad_norm", "palette"):
         assert key in last and last[key] is not None, key
     assert last["updates"] == 4 and last["loss"] == pytest.approx(-last["reward_mean"], rel=1e-4)
     before, after = load_file(str(tiny_shapeworld_weights)), load_file(str(out))

@@ -37,6 +37,8 @@ def test_two_ranks_match_one_process(tmp_path, tiny_shapeworld_weights):
         assert two["updates"] == one["updates"] == 4
         rows1 = [json.loads(x) for x in (tmp_path / f"{recipe}1" / "metrics.jsonl").read_text().splitlines()]
         assert [r["reward_mean"] for r in rows1] == [r["reward_mean"] for r in rows]  # the same rollouts
+        palettes = [[r["palette"] for r in rs if "palette" in r] for rs in (rows1, rows)]  # both ranks' pixels
+        assert len(palettes[1]) == 2 and palettes[0] == [pytest.approx(p, abs=1e-4) for p in palettes[1]]
 
 
 def test_groups_spanning_ranks_match_one_process(tmp_path, tiny_shapeworld_weights):

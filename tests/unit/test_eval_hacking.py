@@ -7,7 +7,7 @@ import pytest
 
 from rewardlab.cli.align import HackingStop, _hacking_watch
 from rewardlab.align.config import NFTConfig
-from rewardlab.eval.hacking import HackingMonitor, read_log, scan
+from rewardlab.eval.hacking import HackingMonitor, palette_drift, read_log, scan
 
 
 def log(reward, gold=None, diversity=None, trained_gold=None):
@@ -96,3 +96,53 @@ def test_epoch_noise_rarely_rings_and_a_real_slide_does():
         caught.append(alarms[0].epoch if alarms else None)
     assert quiet >= 40  # ≤ 20% false alarms over 40 noisy epochs
     assert sum(c is not None and c > 15 for c in caught) >= 45
+
+
+def palettes(n, start_drift=None, seed=0):
+    """Hue fractions per epoch: four colours in equal shares, each epoch a fresh prompt draw
+    (Dirichlet noise: single epochs differ by ~0.1 total variation, as the shipped ShapeWorld
+    model's do); from ``start_drift`` on, red and yellow fade into blue (0.01 a row, up to 0.3
+    of the pixels) as colours collapsed in an unanchored run."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for e in range(n):
+        base = np.zeros(12)
+        base[[0, 2, 4, 8]] = 0.25
+        if start_drift is not None and e >= start_drift:
+            shift = min(0.3, 0.01 * (e - start_drift + 1))
+            base[[0, 2]] -= shift / 2
+            base[8] += shift
+        rows.append([round(v, 4) for v in rng.dirichlet(100 * base + 1e-3)])
+    return rows
+
+
+def test_palette_drift_fires_on_a_shared_colour_shift_not_on_prompt_noise():
+    n, quiet = 60, 0
+    for seed in range(50):
+        rows = log(np.linspace(1, 2, n))
+        for row, p in zip(rows, palettes(n, seed=seed)):
+            row["palette"] = p
+        quiet += scan(rows) == []
+    assert quiet >= 48  # stationary palettes: at most 2 of 50 noisy 60-epoch runs ring
+    rows = log(np.linspace(1, 2, n))
+    for row, p in zip(rows, palettes(n, start_drift=10)):
+        row["palette"] = p
+    alarms = scan(rows)
+    assert [a.kind for a in alarms] == ["palette_drift"]
+    assert 25 < alarms[0].epoch < 50 and alarms[0].message.split(": ", 1)[1].startswith("the palette moved")
+    assert "red" in alarms[0].message and "blue" in alarms[0].message
+    curve = palette_drift(rows)
+    assert curve[:9] == [None] * 9 and curve[9] == 0  # the first window (10 rows) is the reference
+    assert curve[alarms[0].epoch - 1] >= 0.2 > max(curve[9:alarms[0].epoch - 1])
+
+
+def test_rows_without_a_palette_never_ring_it_and_drift_0_turns_it_off():
+    rows = log(np.linspace(1, 2, 40))
+    for row, p in zip(rows, palettes(40, start_drift=0)):
+        row["palette"] = p
+    assert [a.kind for a in scan(rows)] == ["palette_drift"]  # the control: this log rings
+    assert scan(rows, drift=0) == []
+    for i, row in enumerate(rows):
+        if i % 3 == 0:
+            row["palette"] = None  # a batch with nothing coloured: every window has one
+    assert scan(rows) == []

@@ -334,7 +334,7 @@ def test_monitors_are_logged_per_scoring_round_outside_the_budget(gen, tmp_path)
     assert len(scored) == 2  # the check at 0.3 of the schedule, then the finished survivors
     for e in scored:
         assert e["score/darkness"] == pytest.approx(1 - e["reward_mean"], abs=1e-5)
-        assert e["diversity"] > 0
+        assert e["diversity"] > 0 and len(e["palette"]) == 12
     (tmp_path / "trace.json").write_text(json.dumps(res.summary()))
     rows = read_log(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2] and "score/darkness" in rows[0]

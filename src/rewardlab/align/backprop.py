@@ -27,7 +27,7 @@ import torch
 
 from ..config import ConfigError
 from ..generators.sampling import sample, step
-from ..images import group_diversity
+from ..images import group_diversity, hue_fractions, hue_histogram
 from .common import WEIGHTS, start
 from .config import BackpropConfig
 from .dist import gather
@@ -129,11 +129,13 @@ def score(run, images: torch.Tensor, prompts: list[str], records: list) -> tuple
     return total, scores
 
 
-def epoch_metrics(seen: dict[str, list[torch.Tensor]], groups: torch.Tensor, d) -> dict[str, float]:
+def epoch_metrics(seen: dict[str, list[torch.Tensor]], groups: torch.Tensor,
+                  d) -> dict[str, float | list[float] | None]:
     """Every rank's samples (gathered), as ``rollouts`` logs them."""
     out = {k: nanmean(gather(torch.cat(v), d)) for k, v in seen.items() if k.startswith("score/")}
     out["reward_mean"] = nanmean(gather(torch.cat(seen["_reward"]), d))
-    images = torch.cat(seen["_images"])
+    images, device = torch.cat(seen["_images"]), seen["_reward"][0].device  # images wait on the CPU; NCCL
+    out["palette"] = hue_fractions(gather(hue_histogram(images)[None].to(device), d).sum(0))  # gathers on the GPU
     if len(images) == len(groups):  # draft_lv's re-noised copies have no groups
-        out["diversity"] = gather(group_diversity(images, groups).reshape(1), d).mean().item()
+        out["diversity"] = gather(group_diversity(images, groups).reshape(1).to(device), d).mean().item()
     return out

@@ -12,7 +12,7 @@ import torch
 
 from ..config import ConfigError
 from ..generators.base import Cond, Trajectory
-from ..images import group_diversity
+from ..images import group_diversity, hue_fractions, hue_histogram
 from .dist import gather
 
 
@@ -136,6 +136,7 @@ class Rollouts:
     all_prompts: list[str]  # [N]
     all_tags: list[str | None]  # [N]: the records' GenEval tags, where prompts have records
     diversity: float
+    palette: list[float] | None  # the whole batch's (every rank's) hue fractions
 
     def local(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's entries of a gathered ``[N]`` tensor."""
@@ -184,7 +185,9 @@ def rollouts(run, epoch: int, *, stochastic: bool, window: tuple[int, int] | Non
     run.timer["reward"] += time.perf_counter() - t1
     all_tags = [(pairs[int(g)][1] or {}).get("tag") for g in groups_all]
     div = gather(group_diversity(traj.images, groups_all[index]).reshape(1), d).mean().item()
-    return Rollouts(prompts, records, index, cond, traj, scores, rewards, groups_all, all_prompts, all_tags, div)
+    palette = hue_fractions(gather(hue_histogram(traj.images)[None], d).sum(0))
+    return Rollouts(prompts, records, index, cond, traj, scores, rewards, groups_all, all_prompts, all_tags, div,
+                    palette)
 
 
 def cat_trajectories(trajs: list[Trajectory]) -> Trajectory:
@@ -205,11 +208,11 @@ def minibatches(run) -> list[slice]:
     return [slice(j * m, (j + 1) * m) for j in range(run.cfg.train.minibatches)]
 
 
-def reward_metrics(batch: Rollouts) -> dict[str, float]:
+def reward_metrics(batch: Rollouts) -> dict[str, float | list[float] | None]:
     finite = batch.rewards[torch.isfinite(batch.rewards)]
     out = {"reward_mean": nanmean(batch.rewards),
            "reward_std": float(finite.std(unbiased=False)) if len(finite) else float("nan"),
-           "diversity": batch.diversity}
+           "diversity": batch.diversity, "palette": batch.palette}
     for k, v in batch.scores.items():
         out[f"score/{k}"] = nanmean(v)
     out["flat_groups"] = float(flat_groups(batch.rewards, batch.groups).float().mean())

@@ -26,7 +26,12 @@ def train(
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved settings as YAML and exit."),
     stop_on_hacking: bool = typer.Option(False, "--stop-on-hacking", help="Stop when the hacking monitor raises an "
                                          "alarm (a monitor reward falls while the training reward rises, or "
-                                         "diversity collapses); the last checkpoint stays. Alarms are always printed."),
+                                         "diversity collapses, or the palette drifts); the last checkpoint stays. "
+                                         "Alarms are always printed."),
+    palette_drift: float = typer.Option(0.2, "--palette-drift", min=0, max=1,
+                                        help="Total variation of the rollouts' hue fractions from their first 5 "
+                                             "epochs that rings the palette alarm; 0 turns it off (a reward that "
+                                             "is meant to change colours)."),
 ):
     """Fine-tune a generator with rewards, or train a reward model (rm): metrics.jsonl, TensorBoard
     (tb/), eval grids (grids/), checkpoint.pt and weights.safetensors land in the run folder.
@@ -50,20 +55,21 @@ def train(
         fail(f"--stop-on-hacking watches a generator's rewards; {recipe} trains none")
     if stop_on_hacking and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         fail("--stop-on-hacking runs in a single process (rank 0 alone would stop); watch the alarms instead")
-    _run(recipe, cfg, out, (ConfigError, CheckpointError, FloatingPointError, OSError), stop_on_hacking)
+    _run(recipe, cfg, out, (ConfigError, CheckpointError, FloatingPointError, OSError), stop_on_hacking,
+         palette_drift)
 
 
 class HackingStop(Exception):
     """Raised from the progress callback to end a run on a hacking alarm."""
 
 
-def _hacking_watch(cfg, out: Path, stop: bool):
+def _hacking_watch(cfg, out: Path, stop: bool, palette_drift: float = 0.2):
     """``(epoch, metrics)`` → prints new hacking alarms (eval/hacking.py reads what the recipe
     logs; the recipe knows nothing of it) and raises ``HackingStop`` if told to stop."""
     from ..eval.hacking import HackingMonitor, read_log
 
     monitor = HackingMonitor(gold=list(cfg.reward.monitors) or None,
-                             trained=[f"score/{n}" for n in cfg.reward.names])
+                             trained=[f"score/{n}" for n in cfg.reward.names], drift=palette_drift)
 
     def watch(epoch: int, metrics: dict) -> None:
         alarms = []
@@ -77,7 +83,8 @@ def _hacking_watch(cfg, out: Path, stop: bool):
     return watch
 
 
-def _run(recipe: str, cfg, out: Path, errors: tuple, stop_on_hacking: bool = False) -> None:
+def _run(recipe: str, cfg, out: Path, errors: tuple, stop_on_hacking: bool = False,
+         palette_drift: float = 0.2) -> None:
     from ..align import recipe_train
     from ..align.common import CHECKPOINT
 
@@ -85,7 +92,7 @@ def _run(recipe: str, cfg, out: Path, errors: tuple, stop_on_hacking: bool = Fal
     if (out / CHECKPOINT).exists() and main:
         console.print(f"resuming from {out / CHECKPOINT}")
     # rm, trained on fixed pairs, counts optimiser steps and has no rewards to watch
-    watch = _hacking_watch(cfg, out, stop_on_hacking) if hasattr(cfg, "reward") else None
+    watch = _hacking_watch(cfg, out, stop_on_hacking, palette_drift) if hasattr(cfg, "reward") else None
     unit, total = ("epochs", cfg.train.epochs) if hasattr(cfg.train, "epochs") else ("steps", cfg.train.steps)
     with progress_bar(f"{recipe} {unit}", total) as advance:
         done = [None]

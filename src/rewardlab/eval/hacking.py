@@ -1,6 +1,7 @@
 """The reward-hacking monitor: reads a run's per-epoch log (``metrics.jsonl`` of ``rewardlab
-train``: the training reward ``reward_mean``, every monitor as ``score/NAME``, and
-``diversity``, the mean pairwise distance of a group's images) and raises an alarm when
+train``: the training reward ``reward_mean``, every monitor as ``score/NAME``,
+``diversity``, the mean pairwise distance of a group's images, and ``palette``, the batch's
+hue fractions) and raises an alarm when
 
 * **gold falls** — over the last ``window`` epochs the training reward's trend is up, a gold
   reward's trend is down, and the gold's window mean has stayed below the best window mean
@@ -10,7 +11,14 @@ train``: the training reward ``reward_mean``, every monitor as ``score/NAME``, a
   draw of prompts each epoch does not ring (Goodhart: the proxy keeps rising, the thing it
   stood for does not);
 * **diversity collapses** — the window mean of ``diversity`` is below ``collapse`` × its
-  first window's mean (mode collapse onto what the reward likes).
+  first window's mean (mode collapse onto what the reward likes);
+* **the palette drifts** — the total variation between the mean hue fractions of the first
+  ``palette_window`` rows and of the last is at least ``drift``: a shift every group shares
+  (all samples turning blue), which the within-group diversity cannot see. Windows of 10,
+  not 5: each epoch draws other prompts, and prompts that name colours make a single
+  epoch's palette noisy (ShapeWorld: two 5-epoch windows of the shipped model differ by up
+  to ~0.15). 0.2 by default: the unanchored DiffusionNFT run whose colours collapsed had
+  moved 0.38 (``benchmarks/palette_drift.py``).
 
 Window means, not single epochs, so that a noisy epoch does not ring. ``HackingMonitor``
 takes the log a row at a time, which is how ``rewardlab train --stop-on-hacking`` stops a
@@ -30,8 +38,8 @@ import numpy as np
 @dataclass
 class Alarm:
     epoch: int
-    kind: str  # "gold_falls" or "diversity_collapse"
-    signal: str  # the gold key, or "diversity"
+    kind: str  # "gold_falls", "diversity_collapse" or "palette_drift"
+    signal: str  # the gold key, "diversity" or "palette"
     message: str
     gold_best: float | None = None  # the gold's best window mean so far, and its mean now
     gold_now: float | None = None
@@ -47,6 +55,8 @@ class HackingMonitor:
     z: float = 3.0
     persist: int = 2
     collapse: float = 0.5
+    drift: float = 0.2  # palette_drift: total variation of the window's hue fractions from the first window's (0: off)
+    palette_window: int = 10  # rows per palette window: prompt draws make single rows' palettes noisy
     unit: str = "epoch"  # what a row is, in messages ("iterate" for a search)
     rows: list[dict] = field(default_factory=list)
     fired: set = field(default_factory=set)
@@ -63,8 +73,9 @@ class HackingMonitor:
             return []
         recent = self.rows[-self.window:]
         alarms = [a for key in self._gold_keys(row) if (a := self._gold_alarm(key, recent))]
-        if (a := self._diversity_alarm(recent)) is not None:
-            alarms.append(a)
+        for a in (self._diversity_alarm(recent), self._palette_alarm()):
+            if a is not None:
+                alarms.append(a)
         new = [a for a in alarms if (a.kind, a.signal) not in self.fired]
         self.fired |= {(a.kind, a.signal) for a in new}
         return new
@@ -101,6 +112,51 @@ class HackingMonitor:
         return Alarm(epoch, "diversity_collapse", "diversity",
                      f"{self.unit} {epoch}: diversity {now.mean():.3f} is below "
                      f"{self.collapse:.0%} of its start ({first.mean():.3f})")
+
+    def _palette_alarm(self) -> Alarm | None:
+        measured, recent = [r for r in self.rows if r.get("palette")], self.rows[-self.palette_window:]
+        if not self.drift or len(measured) < self.palette_window or any(not r.get("palette") for r in recent):
+            return None
+        first, now = _mean_palette(measured[:self.palette_window]), _mean_palette(recent)
+        moved = _total_variation(first, now)
+        if moved < self.drift:
+            return None
+        epoch = recent[-1]["epoch"]
+        return Alarm(epoch, "palette_drift", "palette",
+                     f"{self.unit} {epoch}: the palette moved {moved:.2f} (total variation) from its first window: "
+                     f"{_largest_shifts(first, now)}")
+
+
+def palette_drift(rows: list[dict], window: int = HackingMonitor.palette_window) -> list[float | None]:
+    """Per row, the total variation of the last ``window`` rows' mean palette from the first
+    window's (None until a window is complete or where a row lacks a palette) — the curve the
+    ``palette_drift`` alarm thresholds."""
+    measured = [r for r in rows if r.get("palette")]
+    if len(measured) < window:
+        return [None] * len(rows)
+    first = _mean_palette(measured[:window])
+    out = []
+    for i in range(len(rows)):
+        recent = rows[max(0, i - window + 1): i + 1]
+        whole = i + 1 >= window and all(r.get("palette") for r in recent)
+        out.append(_total_variation(first, _mean_palette(recent)) if whole else None)
+    return out
+
+
+def _mean_palette(rows: list[dict]) -> np.ndarray:
+    return np.mean([np.asarray(r["palette"], dtype=float) for r in rows], axis=0)
+
+
+def _total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    return float(0.5 * np.abs(p - q).sum())
+
+
+def _largest_shifts(first: np.ndarray, now: np.ndarray, n: int = 3) -> str:
+    from ..images import HUES
+
+    names = HUES if len(first) == len(HUES) else [f"hue bin {i}" for i in range(len(first))]
+    order = np.argsort(-np.abs(now - first))[:n]
+    return ", ".join(f"{names[i]} {first[i]:.2f} → {now[i]:.2f}" for i in order if abs(now[i] - first[i]) >= 0.01)
 
 
 def read_log(path: str | Path) -> list[dict]:

@@ -1,8 +1,8 @@
 """``rewardlab report RUN_DIR``: one self-contained HTML file (images and plots inline as
 PNG data URIs, no scripts, nothing fetched) for a run folder of
 
-* ``rewardlab train`` — its configuration, training-reward / gold / diversity curves with
-  the hacking monitor's alarms marked, the per-tag evaluation table before and after, and
+* ``rewardlab train`` — its configuration, training-reward / gold / diversity / palette-drift
+  curves with the hacking monitor's alarms marked, the per-tag evaluation table before and after, and
   the first and last image grids;
 * ``rewardlab search`` — the search summary and the candidates ranked by score;
 * ``rewardlab eval geneval`` — the per-tag table and each prompt's images.
@@ -16,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from .hacking import Alarm, read_log, scan, trace_rows
+from .hacking import Alarm, HackingMonitor, palette_drift, read_log, scan, trace_rows
 
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}table{border-collapse:collapse}
@@ -79,7 +79,8 @@ def _trained_rewards(config_yaml: str) -> list[str]:
 
 def _alarms(alarms: list[Alarm]) -> str:
     if not alarms:
-        return "<p class='ok'>No alarm: no gold reward fell while the training reward rose, diversity held.</p>"
+        return ("<p class='ok'>No alarm: no gold reward fell while the training reward rose, diversity and "
+                "palette held.</p>")
     return "<ul>" + "".join(f"<li class='alarm'>{_e(a.message)}</li>" for a in alarms) + "</ul>"
 
 
@@ -90,14 +91,18 @@ def curves_png(rows: list[dict], alarms: list[Alarm], trained: list[str], x: str
     import matplotlib.pyplot as plt
 
     train = [r for r in rows if "reward_mean" in r]
+    train = [{**r, "palette drift": d} for r, d in zip(train, palette_drift(train))]
     epochs = [r["epoch"] for r in train]
     gold = sorted({k for r in train for k in r if k.startswith("score/") and k not in trained})
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    panels = [("optimised reward", ["reward_mean"]), ("gold (monitors)", gold), ("diversity", ["diversity"])]
+    panels = [("optimised reward", ["reward_mean"]), ("gold (monitors)", gold),
+              ("diversity, palette drift", ["diversity", "palette drift"])]
     for ax, (name, keys) in zip(axes, panels):
         keys = [k for k in keys if any(r.get(k) is not None for r in train)]
         for k in keys:
             ax.plot(epochs, [r.get(k) if r.get(k) is not None else float("nan") for r in train], label=k)
+        if "palette drift" in keys:
+            ax.axhline(HackingMonitor.drift, color="#999", ls=":", lw=1, label="palette alarm")
         for a in alarms if keys else []:
             ax.axvline(a.epoch, color="#b00020", ls="--", lw=1)
         ax.set_title(name)

@@ -96,17 +96,18 @@ class Search:
 
     def observe(self, images: torch.Tensor, rows: torch.Tensor, scores: torch.Tensor) -> None:
         """With ``monitors``, log what the hacking monitor reads for each scored batch: the
-        search reward's mean, every monitor's mean and the diversity within prompts. Monitor
-        calls are observation, outside the budget."""
+        search reward's mean, every monitor's mean, the diversity within prompts and the
+        batch's palette. Monitor calls are observation, outside the budget."""
         if not self.monitors:
             return
-        from ..images import group_diversity
+        from ..images import group_diversity, hue_fractions, hue_histogram
 
         images = images.detach().float().cpu()
         finite = scores[torch.isfinite(scores)]
         several = bool((torch.bincount(rows) > 1).any())  # diversity needs two candidates of one prompt
         row = {"reward_mean": float(finite.mean()) if len(finite) else None,
-               "diversity": float(group_diversity(images, rows)) if several else None}
+               "diversity": float(group_diversity(images, rows)) if several else None,
+               "palette": hue_fractions(hue_histogram(images))}
         prompts = [self.prompts[r] for r in rows.tolist()]
         meta = None if self.metadata is None else [self.metadata[r] for r in rows.tolist()]
         for name, reward in self.monitors.items():
