@@ -54,6 +54,7 @@ def test_nft_trains_logs_and_exports(tmp_path, tiny_shapeworld_weights):
         assert key in rows[-1], key
     assert rows[-1]["updates"] == 4  # 2 epochs × 2 minibatches
     assert len(rows[-1]["palette"]) == 12 and sum(rows[-1]["palette"]) == pytest.approx(1, abs=1e-3)
+    assert all(len(r["eval_palette"]) == 12 for r in (rows[0], rows[-1]))  # the evaluations' own
     timing = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"time/sampling", "time/reward", "time/training", "samples_per_s"} <= set(timing)
     assert (tmp_path / "grids" / "epoch_00002.png").exists() and any((tmp_path / "tb").iterdir())

@@ -146,3 +146,31 @@ def test_rows_without_a_palette_never_ring_it_and_drift_0_turns_it_off():
         if i % 3 == 0:
             row["palette"] = None  # a batch with nothing coloured: every window has one
     assert scan(rows) == []
+
+
+def test_evaluation_palettes_compare_pair_for_pair_with_the_first():
+    """Evaluations draw the same prompts and seeds, so there is no prompt noise to average
+    away: each is held against the first (epoch 0's) and rings once it has moved 0.2."""
+    even = [0.25 if h in (0, 2, 4, 8) else 0.0 for h in range(12)]
+    moved = [0.25 - 0.12 if h in (0, 2) else 0.25 + 0.24 if h == 8 else v for h, v in enumerate(even)]  # TV 0.24
+    rows = [{"epoch": 0, "eval/overall": 0.8, "eval_palette": even}] + log(np.linspace(1, 2, 20))
+    rows[10]["eval_palette"] = even  # epoch 10: unchanged
+    rows[20]["eval_palette"] = moved  # epoch 20
+    alarms = scan(rows)
+    assert [(a.kind, a.signal, a.epoch) for a in alarms] == [("palette_drift", "eval_palette", 20)]
+    assert "0.24" in alarms[0].message and "blue 0.25 → 0.49" in alarms[0].message
+    assert scan(rows, drift=0) == []
+    rows[10]["eval_palette"] = moved
+    assert [a.epoch for a in scan(rows)] == [10]
+    assert scan(rows[1:]) == []  # without epoch 0, epoch 10's evaluation is the reference: no move since
+
+
+def test_train_watch_reads_the_epoch_0_evaluation(tmp_path):
+    cfg = NFTConfig()
+    even = [0.25 if h in (0, 2, 4, 8) else 0.0 for h in range(12)]
+    blue = [1.0 if h == 8 else 0.0 for h in range(12)]
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "eval/overall": 0.8, "eval_palette": even}) + "\n")
+    watch = _hacking_watch(cfg, tmp_path, stop=True)
+    watch(1, {"reward_mean": 0.5})
+    with pytest.raises(HackingStop, match="evaluation's fixed prompts"):
+        watch(2, {"reward_mean": 0.5, "eval_palette": blue})

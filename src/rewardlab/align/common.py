@@ -340,11 +340,11 @@ class Run:
                                      keys=_RANK_LOCAL))
 
     # -- evaluation
-    def evaluate(self, epoch: int) -> dict[str, float]:
+    def evaluate(self, epoch: int) -> dict[str, float | list[float] | None]:
         """Held-out evaluation (rank 0): ShapeWorld's eval split judged by the verifier,
         per tag and overall (GenEval-style), or the rewards and monitors on held-out
         prompts; an image grid per evaluation in ``grids/``."""
-        out: dict[str, float] = {}
+        out: dict[str, float | list[float] | None] = {}
         if self.dist.main:
             out = _evaluate(self, epoch)
         barrier(self.dist)
@@ -355,9 +355,9 @@ _RANK_LOCAL = {"loss", "clip_frac", "ratio_mean", "ratio_min", "ratio_max", "kl"
                "margin", "mse", "ref_mse"}
 
 
-def _evaluate(run: Run, epoch: int) -> dict[str, float]:
+def _evaluate(run: Run, epoch: int) -> dict[str, float | list[float] | None]:
     from ..generators.sampling import generate_images
-    from ..images import grid, save_png, to_tensor, to_uint8
+    from ..images import grid, hue_fractions, hue_histogram, save_png, to_tensor, to_uint8
 
     e = run.cfg.eval
     if run.gen.name == "shapeworld" and e.prompts is None:
@@ -381,6 +381,7 @@ def _evaluate(run: Run, epoch: int) -> dict[str, float]:
         prompts = [p for p in prompts[:e.per_tag * 6] for _ in range(e.images_per_prompt)]
         images = generate_images(run.gen, prompts, list(range(len(prompts))), steps=e.steps, guidance=e.guidance)
         out = {f"eval/{k}": nanmean(v) for k, v in run.rewarder.score(images, prompts, None).items()}
+    out["eval_palette"] = hue_fractions(hue_histogram(images))  # the same prompts and seeds every time
     save_png(grid(to_uint8(images[:64].cpu()), 8), run.out / "grids" / f"epoch_{epoch:05d}.png", scale=2)
     return out
 

@@ -71,10 +71,13 @@ def _hacking_watch(cfg, out: Path, stop: bool, palette_drift: float = 0.2):
     monitor = HackingMonitor(gold=list(cfg.reward.monitors) or None,
                              trained=[f"score/{n}" for n in cfg.reward.names], drift=palette_drift)
 
+    first = [True]
+
     def watch(epoch: int, metrics: dict) -> None:
         alarms = []
-        if not monitor.rows and epoch > 1 and (out / "metrics.jsonl").exists():  # a resumed run: its history
+        if first[0] and (out / "metrics.jsonl").exists():  # what came before: epoch 0's evaluation, a resumed run
             alarms = [a for row in read_log(out) if row["epoch"] < epoch for a in monitor.update(row)]
+        first[0] = False
         for alarm in alarms + monitor.update({"epoch": epoch, **metrics}):
             console.print(f"[bold red]hacking alarm[/] {alarm.message}")
             if stop:

@@ -1,7 +1,7 @@
 """The reward-hacking monitor: reads a run's per-epoch log (``metrics.jsonl`` of ``rewardlab
 train``: the training reward ``reward_mean``, every monitor as ``score/NAME``,
-``diversity``, the mean pairwise distance of a group's images, and ``palette``, the batch's
-hue fractions) and raises an alarm when
+``diversity``, the mean pairwise distance of a group's images, ``palette``, the batch's
+hue fractions, and ``eval_palette``, the evaluation's) and raises an alarm when
 
 * **gold falls** — over the last ``window`` epochs the training reward's trend is up, a gold
   reward's trend is down, and the gold's window mean has stayed below the best window mean
@@ -18,7 +18,10 @@ hue fractions) and raises an alarm when
   not 5: each epoch draws other prompts, and prompts that name colours make a single
   epoch's palette noisy (ShapeWorld: two 5-epoch windows of the shipped model differ by up
   to ~0.15). 0.2 by default: the unanchored DiffusionNFT run whose colours collapsed had
-  moved 0.38 (``benchmarks/palette_drift.py``).
+  moved 0.38 (``benchmarks/palette_drift.py``). The periodic evaluation's palette
+  (``eval_palette``: the same prompts and seeds every time) is held against the first
+  evaluation's, pair for pair — no prompt noise, so more sensitive: that run's epoch-30
+  weights were 0.15 from the shipped model's there, 0.06 in the rollout windows.
 
 Window means, not single epochs, so that a noisy epoch does not ring. ``HackingMonitor``
 takes the log a row at a time, which is how ``rewardlab train --stop-on-hacking`` stops a
@@ -62,23 +65,25 @@ class HackingMonitor:
     fired: set = field(default_factory=set)
     best: dict = field(default_factory=dict)
     below: dict = field(default_factory=dict)  # gold key → rows running with the window mean below the margin
+    eval_palette: list | None = None  # the first evaluation's palette: the reference of later ones
 
     def update(self, row: dict) -> list[Alarm]:
         """Add one epoch's metrics; returns the alarms that fire at it (each kind and signal once)."""
-        if self.reward not in row:  # an evaluation-only line (epoch 0)
-            return []
-        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-        self.rows.append(row)  # NaN/inf live is None in the saved log: both are "not measured"
+        alarms = [a for a in [self._eval_palette_alarm(row)] if a is not None]  # evaluations, epoch 0 too
+        if self.reward in row:  # not an evaluation-only line
+            row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+            self.rows.append(row)  # NaN/inf live is None in the saved log: both are "not measured"
+            alarms += self._training_alarms(row)
+        new = [a for a in alarms if (a.kind, a.signal) not in self.fired]
+        self.fired |= {(a.kind, a.signal) for a in new}
+        return new
+
+    def _training_alarms(self, row: dict) -> list[Alarm]:
         if len(self.rows) < self.window:
             return []
         recent = self.rows[-self.window:]
         alarms = [a for key in self._gold_keys(row) if (a := self._gold_alarm(key, recent))]
-        for a in (self._diversity_alarm(recent), self._palette_alarm()):
-            if a is not None:
-                alarms.append(a)
-        new = [a for a in alarms if (a.kind, a.signal) not in self.fired]
-        self.fired |= {(a.kind, a.signal) for a in new}
-        return new
+        return alarms + [a for a in (self._diversity_alarm(recent), self._palette_alarm()) if a is not None]
 
     def _gold_keys(self, row: dict) -> list[str]:
         if self.gold is not None:
@@ -125,6 +130,23 @@ class HackingMonitor:
         return Alarm(epoch, "palette_drift", "palette",
                      f"{self.unit} {epoch}: the palette moved {moved:.2f} (total variation) from its first window: "
                      f"{_largest_shifts(first, now)}")
+
+
+    def _eval_palette_alarm(self, row: dict) -> Alarm | None:
+        """Evaluations draw the same prompts and seeds every time, so their palettes compare
+        pair for pair: no window, no prompt noise — the first evaluation is the reference."""
+        if not row.get("eval_palette") or not self.drift:
+            return None
+        if self.eval_palette is None:
+            self.eval_palette = row["eval_palette"]
+            return None
+        first, now = np.asarray(self.eval_palette, dtype=float), np.asarray(row["eval_palette"], dtype=float)
+        moved = _total_variation(first, now)
+        if moved < self.drift:
+            return None
+        return Alarm(row["epoch"], "palette_drift", "eval_palette",
+                     f"{self.unit} {row['epoch']}: on the evaluation's fixed prompts and seeds the palette moved "
+                     f"{moved:.2f} (total variation) from the first evaluation's: {_largest_shifts(first, now)}")
 
 
 def palette_drift(rows: list[dict], window: int = HackingMonitor.palette_window) -> list[float | None]:
