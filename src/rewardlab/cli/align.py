@@ -29,9 +29,10 @@ def train(
                                          "diversity collapses, or the palette drifts); the last checkpoint stays. "
                                          "Alarms are always printed."),
     palette_drift: float = typer.Option(0.2, "--palette-drift", min=0, max=1,
-                                        help="Total variation of the rollouts' hue fractions from their first 5 "
-                                             "epochs that rings the palette alarm; 0 turns it off (a reward that "
-                                             "is meant to change colours)."),
+                                        help="Total variation of the hue fractions — of the rollouts' last 10 "
+                                             "epochs from their first 10, or of an evaluation from the first one — "
+                                             "that rings the palette alarm; 0 turns it off (a reward meant to "
+                                             "change colours)."),
 ):
     """Fine-tune a generator with rewards, or train a reward model (rm): metrics.jsonl, TensorBoard
     (tb/), eval grids (grids/), checkpoint.pt and weights.safetensors land in the run folder.

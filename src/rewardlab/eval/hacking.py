@@ -42,7 +42,7 @@ import numpy as np
 class Alarm:
     epoch: int
     kind: str  # "gold_falls", "diversity_collapse" or "palette_drift"
-    signal: str  # the gold key, "diversity" or "palette"
+    signal: str  # the gold key, "diversity", "palette" or "eval_palette"
     message: str
     gold_best: float | None = None  # the gold's best window mean so far, and its mean now
     gold_now: float | None = None
@@ -58,7 +58,7 @@ class HackingMonitor:
     z: float = 3.0
     persist: int = 2
     collapse: float = 0.5
-    drift: float = 0.2  # palette_drift: total variation of the window's hue fractions from the first window's (0: off)
+    drift: float = 0.2  # palette_drift: total variation from the first window's / evaluation's hue fractions (0: off)
     palette_window: int = 10  # rows per palette window: prompt draws make single rows' palettes noisy
     unit: str = "epoch"  # what a row is, in messages ("iterate" for a search)
     rows: list[dict] = field(default_factory=list)
@@ -130,7 +130,6 @@ class HackingMonitor:
         return Alarm(epoch, "palette_drift", "palette",
                      f"{self.unit} {epoch}: the palette moved {moved:.2f} (total variation) from its first window: "
                      f"{_largest_shifts(first, now)}")
-
 
     def _eval_palette_alarm(self, row: dict) -> Alarm | None:
         """Evaluations draw the same prompts and seeds every time, so their palettes compare
