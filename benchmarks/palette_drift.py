@@ -8,10 +8,14 @@ sees. Rows:
 * the shipped model, epochs 1000–1004 against 1005–1009: the noise floor (other prompts);
 * each named weights file against the shipped model on the same prompts and seeds.
 
-    python benchmarks/palette_drift.py [NAME=WEIGHTS ...]
+With ``--eval``, the palette of the harness's periodic evaluation instead (the preset's 16
+eval-split records per tag × 2 images, 20 steps, fixed seeds) — the ``eval_palette`` signal,
+held pair for pair against the first evaluation, so no noise-floor row.
+
+    python benchmarks/palette_drift.py [--eval] [NAME=WEIGHTS ...]
 
 e.g. ``kl1=benchmarks/results/align_shapeworld_best.safetensors long=runs/nft_long/weights.safetensors``.
-Writes benchmarks/results/palette_drift.{json,md}.
+Writes benchmarks/results/palette_drift.{json,md} (palette_drift_eval.* with --eval).
 """
 
 import json
@@ -50,30 +54,51 @@ def window_palette(weights: str | None, first_epoch: int) -> np.ndarray:
     return np.mean(rows, axis=0)
 
 
+def eval_palette(weights: str | None) -> np.ndarray:
+    """The periodic evaluation's hue fractions, as the harness computes them."""
+    from rewardlab.align.common import shapeworld_eval_set
+    from rewardlab.generators.sampling import generate_images
+    from rewardlab.images import to_tensor, to_uint8
+
+    e = load_config(NFTConfig, ROOT / "configs" / "nft_shapeworld.yaml").eval
+    recs, seeds = shapeworld_eval_set(e.per_tag, e.images_per_prompt)
+    gen = load_generator("shapeworld", **({"weights": weights} if weights else {}))
+    images = to_tensor(to_uint8(generate_images(gen, [r["prompt"] for r in recs], seeds, steps=e.steps,
+                                                guidance=e.guidance)))
+    return np.asarray(hue_fractions(hue_histogram(images)))
+
+
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:
     return float(0.5 * np.abs(p - q).sum())
 
 
-def main(named: dict[str, str]) -> dict:
+def main(named: dict[str, str], on_eval: bool) -> dict:
     t0 = time.time()
-    shipped = window_palette(None, 1000)
-    rows = [{"weights": "shipped, other prompts", "tv": total_variation(shipped, window_palette(None, 1005)),
-             "palette": None}]
+    palette_of = eval_palette if on_eval else lambda w: window_palette(w, 1000)
+    shipped = palette_of(None)
+    rows = [] if on_eval else [{"weights": "shipped, other prompts", "palette": None,
+                                "tv": total_variation(shipped, window_palette(None, 1005))}]
     for name, path in named.items():
-        p = window_palette(path, 1000)
+        p = palette_of(path)
         rows.append({"weights": f"{name} ({path})", "tv": total_variation(shipped, p), "palette": p.round(3).tolist()})
         print(rows[-1]["weights"], round(rows[-1]["tv"], 3), flush=True)
-    return {"window_epochs": WINDOW, "images_per_window": WINDOW * 128, "hues": list(HUES),
+    return {"on": "evaluation set" if on_eval else "rollout windows", "hues": list(HUES),
             "shipped_palette": shipped.round(3).tolist(), "rows": rows, "seconds": round(time.time() - t0)}
 
 
 def markdown(res: dict) -> str:
     main_hues = [i for i, v in enumerate(res["shipped_palette"]) if v >= 0.02]
     head = ["weights", "total variation from the shipped model"] + [res["hues"][i] for i in main_hues]
-    lines = ["# Palette drift (5-epoch windows of nft_shapeworld.yaml rollouts, 640 images each)", "",
+    if res.get("on") == "evaluation set":
+        title, what = ("the periodic evaluation's images: 16 eval-split records per tag × 2, 20 steps, fixed seeds",
+                       "Every row draws the same prompts and seeds")
+    else:
+        title, what = ("5-epoch windows of nft_shapeworld.yaml rollouts, 640 images each",
+                       "The second row draws other prompts (the noise floor); the rest draw the same prompts "
+                       "and seeds as the first")
+    lines = [f"# Palette drift ({title})", "",
              "Total variation between mean hue fractions; hues holding at least 0.02 of the shipped model's "
-             "coloured pixels. The second row draws other prompts (the noise floor); the rest draw the same "
-             f"prompts and seeds as the first ({res['seconds']} s in all).", "",
+             f"coloured pixels. {what} ({res['seconds']} s in all).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
              "| shipped | 0 | " + " | ".join(f"{res['shipped_palette'][i]:.3f}" for i in main_hues) + " |"]
     for r in res["rows"]:
@@ -84,8 +109,10 @@ def markdown(res: dict) -> str:
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    named = dict(arg.split("=", 1) for arg in sys.argv[1:])
-    res = main(named)
-    (OUT / "palette_drift.json").write_text(json.dumps(res, indent=1) + "\n")
-    (OUT / "palette_drift.md").write_text(markdown(res))
+    on_eval = "--eval" in sys.argv[1:]
+    named = dict(arg.split("=", 1) for arg in sys.argv[1:] if arg != "--eval")
+    res = main(named, on_eval)
+    stem = "palette_drift_eval" if on_eval else "palette_drift"
+    (OUT / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
+    (OUT / f"{stem}.md").write_text(markdown(res))
     print(markdown(res))

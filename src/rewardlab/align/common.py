@@ -362,12 +362,10 @@ def _evaluate(run: Run, epoch: int) -> dict[str, float | list[float] | None]:
     e = run.cfg.eval
     if run.gen.name == "shapeworld" and e.prompts is None:
         from ..rewards import load
-        from ..world.prompts import is_held_out, prompt_set_path
-        from ..world.records import TAGS, first_per_tag, load_records
+        from ..world.prompts import is_held_out
+        from ..world.records import TAGS
 
-        records = first_per_tag(load_records(prompt_set_path("eval")), e.per_tag)
-        recs = [r for r in records for _ in range(e.images_per_prompt)]
-        seeds = [1_000_000 + i for i in range(len(recs))]
+        recs, seeds = shapeworld_eval_set(e.per_tag, e.images_per_prompt)
         images = to_tensor(to_uint8(generate_images(run.gen, [r["prompt"] for r in recs], seeds, steps=e.steps,
                                                     guidance=e.guidance)))
         correct = load("shapeworld")(images, [r["prompt"] for r in recs], recs).scores
@@ -384,6 +382,17 @@ def _evaluate(run: Run, epoch: int) -> dict[str, float | list[float] | None]:
     out["eval_palette"] = hue_fractions(hue_histogram(images))  # the same prompts and seeds every time
     save_png(grid(to_uint8(images[:64].cpu()), 8), run.out / "grids" / f"epoch_{epoch:05d}.png", scale=2)
     return out
+
+
+def shapeworld_eval_set(per_tag: int, images_per_prompt: int) -> tuple[list[dict], list[int]]:
+    """The periodic evaluation's ShapeWorld records (the first ``per_tag`` of each tag in the
+    eval split, each ``images_per_prompt`` times) and their seeds — the same at every evaluation."""
+    from ..world.prompts import prompt_set_path
+    from ..world.records import first_per_tag, load_records
+
+    records = first_per_tag(load_records(prompt_set_path("eval")), per_tag)
+    recs = [r for r in records for _ in range(images_per_prompt)]
+    return recs, [1_000_000 + i for i in range(len(recs))]
 
 
 def start(cfg, out_dir, recipe: str, progress: Callable | None = None) -> Run:
