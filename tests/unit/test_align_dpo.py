@@ -96,7 +96,7 @@ def test_resume_is_bit_exact(tmp_path, tiny_shapeworld_weights, prefs):
     a = torch.load(straight / "checkpoint.pt", weights_only=True)
     b = torch.load(split / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(x, y) for x, y in zip(a["model"]["params"], b["model"]["params"]))
-    skip = ("time/", "samples_per_s", "eval")  # timings; the split run also evaluated (eval/..., eval_palette) at epoch 2
+    skip = ("time/", "samples_per_s", "eval")  # timings; the split run also evaluated at epoch 2 (eval/, eval_palette)
     strip = lambda p: [{k: v for k, v in json.loads(ln).items() if not k.startswith(skip)}  # noqa: E731
                        for ln in (p / "metrics.jsonl").read_text().splitlines()]
     assert strip(straight) == strip(split)
