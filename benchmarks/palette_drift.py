@@ -29,6 +29,7 @@ import torch
 from rewardlab.align.config import NFTConfig
 from rewardlab.align.rollouts import epoch_prompts
 from rewardlab.config import load_config
+from rewardlab.eval.hacking import total_variation
 from rewardlab.generators import load_generator
 from rewardlab.generators.sampling import sample
 from rewardlab.images import HUES, hue_fractions, hue_histogram
@@ -66,10 +67,6 @@ def eval_palette(weights: str | None) -> np.ndarray:
     images = to_tensor(to_uint8(generate_images(gen, [r["prompt"] for r in recs], seeds, steps=e.steps,
                                                 guidance=e.guidance)))
     return np.asarray(hue_fractions(hue_histogram(images)))
-
-
-def total_variation(p: np.ndarray, q: np.ndarray) -> float:
-    return float(0.5 * np.abs(p - q).sum())
 
 
 def main(named: dict[str, str], on_eval: bool) -> dict:

@@ -119,14 +119,14 @@ class HackingMonitor:
                      f"{self.collapse:.0%} of its start ({first.mean():.3f})")
 
     def _palette_alarm(self) -> Alarm | None:
-        measured, recent = [r for r in self.rows if r.get("palette")], self.rows[-self.palette_window:]
-        if not self.drift or len(measured) < self.palette_window or any(not r.get("palette") for r in recent):
+        windows = _palette_windows(self.rows, len(self.rows) - 1, self.palette_window)
+        if not self.drift or windows is None:
             return None
-        first, now = _mean_palette(measured[:self.palette_window]), _mean_palette(recent)
-        moved = _total_variation(first, now)
+        first, now = windows
+        moved = total_variation(first, now)
         if moved < self.drift:
             return None
-        epoch = recent[-1]["epoch"]
+        epoch = self.rows[-1]["epoch"]
         return Alarm(epoch, "palette_drift", "palette",
                      f"{self.unit} {epoch}: the palette moved {moved:.2f} (total variation) from its first window: "
                      f"{_largest_shifts(first, now)}")
@@ -140,7 +140,7 @@ class HackingMonitor:
             self.eval_palette = row["eval_palette"]
             return None
         first, now = np.asarray(self.eval_palette, dtype=float), np.asarray(row["eval_palette"], dtype=float)
-        moved = _total_variation(first, now)
+        moved = total_variation(first, now)
         if moved < self.drift:
             return None
         return Alarm(row["epoch"], "palette_drift", "eval_palette",
@@ -152,24 +152,26 @@ def palette_drift(rows: list[dict], window: int = HackingMonitor.palette_window)
     """Per row, the total variation of the last ``window`` rows' mean palette from the first
     window's (None until a window is complete or where a row lacks a palette) — the curve the
     ``palette_drift`` alarm thresholds."""
-    measured = [r for r in rows if r.get("palette")]
-    if len(measured) < window:
-        return [None] * len(rows)
-    first = _mean_palette(measured[:window])
-    out = []
-    for i in range(len(rows)):
-        recent = rows[max(0, i - window + 1): i + 1]
-        whole = i + 1 >= window and all(r.get("palette") for r in recent)
-        out.append(_total_variation(first, _mean_palette(recent)) if whole else None)
-    return out
+    return [None if (w := _palette_windows(rows, i, window)) is None else total_variation(*w)
+            for i in range(len(rows))]
+
+
+def _palette_windows(rows: list[dict], end: int, window: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean palettes of the first ``window`` rows with one and of the ``window`` rows ending at
+    row ``end``; None until both windows are whole (a row without a palette breaks the latter)."""
+    measured, recent = [r for r in rows if r.get("palette")], rows[max(0, end - window + 1): end + 1]
+    if len(measured) < window or len(recent) < window or not all(r.get("palette") for r in recent):
+        return None
+    return _mean_palette(measured[:window]), _mean_palette(recent)
 
 
 def _mean_palette(rows: list[dict]) -> np.ndarray:
     return np.mean([np.asarray(r["palette"], dtype=float) for r in rows], axis=0)
 
 
-def _total_variation(p: np.ndarray, q: np.ndarray) -> float:
-    return float(0.5 * np.abs(p - q).sum())
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """Total variation distance between two distributions: half the L1 distance."""
+    return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
 
 
 def _largest_shifts(first: np.ndarray, now: np.ndarray, n: int = 3) -> str:
