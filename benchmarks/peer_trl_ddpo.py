@@ -15,8 +15,12 @@ missing, torch 2.13.0 CPU first) through benchmarks/peer_trl_ddpo_trl.py; reward
 ``--rounds`` rounds of ``--epochs`` epochs each; an epoch is sampling + reward + training, timed
 without model loading (TRL: around ``DDPOTrainer.step``; rewardlab: ``time/epoch`` in
 metrics.jsonl, which excludes evaluation). With more than one epoch the first of each run is
-dropped as warm-up. Prints the median seconds per sample of each and, last, the ratio
-rewardlab/TRL (below 1: rewardlab is faster); writes benchmarks/results/peer_trl_ddpo.json.
+dropped as warm-up. rewardlab runs twice per round: as shipped to users for long runs
+(``model.compile=true``: its gradient-free passes — the rollouts — go through torch.compile,
+whose one-off compilation falls in the dropped first epoch and is reported as
+``rewardlab_first_epoch_s``) and eager (``ratio_eager``). Prints the median seconds per
+sample of each and, last, the ratio rewardlab (compiled) / TRL (below 1: rewardlab is
+faster); writes benchmarks/results/peer_trl_ddpo.json.
 
     .venv/bin/python benchmarks/peer_trl_ddpo.py                       # 3 rounds x 2 epochs
     .venv/bin/python benchmarks/peer_trl_ddpo.py --rounds 1 --epochs 1  # smoke test
@@ -100,7 +104,7 @@ def trl_epochs(a, s: dict, folder: Path, prompts: Path, tag: str) -> list[float]
     return json.loads(run(cmd, a.out / f"{tag}.log", thread_env(a.threads)).strip().splitlines()[-1])["epoch_s"]
 
 
-def rewardlab_epochs(a, folder: Path, prompts: Path, tag: str) -> list[float]:
+def rewardlab_epochs(a, folder: Path, prompts: Path, tag: str, compile: bool) -> list[float]:
     out = a.out / tag
     shutil.rmtree(out, ignore_errors=True)  # the CLI resumes from an existing run folder
     cmd = [RL_PY, "-m", "rewardlab.cli", "train", "grpo", "-o", out, f"model.generator=sd:{folder}",
@@ -110,7 +114,8 @@ def rewardlab_epochs(a, folder: Path, prompts: Path, tag: str) -> list[float]:
            f"sample.batch_size={a.batch_size}", "reward.names=[jpeg_compressibility]", "reward.options=[]",
            f"train.epochs={a.epochs}", f"train.lr={a.lr}", f"train.minibatches={a.minibatches}",
            "advantage=running", "clip_range=1e-4", "adv_clip=5", "window=0", "train_uncond=true", "eval.every=0",
-           "eval.per_tag=1", "eval.images_per_prompt=1", "eval.steps=2", f"eval.prompts={prompts}"]
+           "eval.per_tag=1", "eval.images_per_prompt=1", "eval.steps=2", f"eval.prompts={prompts}",
+           f"model.compile={str(compile).lower()}"]
     run(cmd, a.out / f"{tag}.log", thread_env(a.threads))
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     return [r["time/epoch"] for r in rows if "time/epoch" in r]
@@ -151,20 +156,27 @@ def main() -> None:
     load_before, rounds = load(), []
     for i in range(a.rounds):
         trl = trl_epochs(a, s, folder, prompts, f"trl_{i}")
-        rl = rewardlab_epochs(a, folder, prompts, f"rewardlab_{i}")
-        rounds.append({"trl_epoch_s": trl, "rewardlab_epoch_s": rl,
-                       "trl_s_per_sample": per_sample(trl, s["samples_per_epoch"]),
-                       "rewardlab_s_per_sample": per_sample(rl, s["samples_per_epoch"])})
-        print(f"round {i}: trl {rounds[-1]['trl_s_per_sample']:.4f} s/sample, "
-              f"rewardlab {rounds[-1]['rewardlab_s_per_sample']:.4f} s/sample", flush=True)
-    trl_s = statistics.median(r["trl_s_per_sample"] for r in rounds)
-    rl_s = statistics.median(r["rewardlab_s_per_sample"] for r in rounds)
-    result = {"ratio": rl_s / trl_s, "trl_s_per_sample": trl_s, "rewardlab_s_per_sample": rl_s, "settings": s,
+        rl = rewardlab_epochs(a, folder, prompts, f"rewardlab_{i}", compile=True)
+        eager = rewardlab_epochs(a, folder, prompts, f"rewardlab_eager_{i}", compile=False)
+        n = s["samples_per_epoch"]
+        rounds.append({"trl_epoch_s": trl, "rewardlab_epoch_s": rl, "rewardlab_eager_epoch_s": eager,
+                       "trl_s_per_sample": per_sample(trl, n), "rewardlab_s_per_sample": per_sample(rl, n),
+                       "rewardlab_eager_s_per_sample": per_sample(eager, n)})
+        print(f"round {i}: trl {rounds[-1]['trl_s_per_sample']:.4f} s/sample, rewardlab "
+              f"{rounds[-1]['rewardlab_s_per_sample']:.4f} (eager {rounds[-1]['rewardlab_eager_s_per_sample']:.4f})",
+              flush=True)
+    med = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
+    trl_s, rl_s, eager_s = med("trl_s_per_sample"), med("rewardlab_s_per_sample"), med("rewardlab_eager_s_per_sample")
+    result = {"ratio": rl_s / trl_s, "trl_s_per_sample": trl_s, "rewardlab_s_per_sample": rl_s,
+              "ratio_eager": eager_s / trl_s, "rewardlab_eager_s_per_sample": eager_s,
+              "rewardlab_first_epoch_s": statistics.median(r["rewardlab_epoch_s"][0] for r in rounds),
+              "rewardlab_eager_first_epoch_s": statistics.median(r["rewardlab_eager_epoch_s"][0] for r in rounds),
+              "settings": s,
               "versions": {"trl_venv": versions(TRL_PY, a.out), "rewardlab_venv": versions(RL_PY, a.out)},
               "rounds": rounds, "uptime_before": load_before, "uptime_after": load()}
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"median s/sample: trl {trl_s:.4f}, rewardlab {rl_s:.4f}  ({a.json})")
+    print(f"median s/sample: trl {trl_s:.4f}, rewardlab {rl_s:.4f}, rewardlab eager {eager_s:.4f}  ({a.json})")
     print(f"ratio rewardlab/trl: {rl_s / trl_s:.2f}")
 
 

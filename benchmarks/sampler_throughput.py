@@ -9,7 +9,8 @@ roughly): images/s alone does not. Reports
    2048² fp32 matmul's GFLOP/s, measured in every round;
 2. images/s and achieved GFLOP/s at 20 ODE steps with CFG (two passes per step) for the
    ways of running it that might help — no_grad (what the pre-issue-9 sampler ran) vs
-   inference_mode (``generate_images``), batch size, channels_last, threads — each probed
+   inference_mode (``generate_images``), batch size, channels_last, threads, torch.compile
+   (``compile_no_grad``, compiled during the warm-up, which is not timed) — each probed
    on 64 images at ``--probe-steps`` steps (cost is linear in steps) in interleaved rounds,
    with a matmul timed just before each, the best ratio kept;
 3. the default path (``generate_images``) at the full 20 steps;
@@ -28,6 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from rewardlab.generators import DEFAULT_GUIDANCE
+from rewardlab.generators.compiled import compile_no_grad
 from rewardlab.generators.sampling import generate_images, sample
 from rewardlab.generators.shapeworld import ShapeWorldGenerator
 from rewardlab.world.model import ModelConfig, ShapeWorldModel
@@ -68,14 +70,15 @@ def run(gen, n, steps, batch, mode):
                    stochastic=False)
 
 
-VARIANTS = {  # name: (batch, mode, channels_last, threads)
-    "before: no_grad, batch 64": (64, "no_grad", False, None),
-    "inference_mode, batch 64": (64, "inference", False, None),
-    "inference_mode, batch 16": (16, "inference", False, None),
-    "inference_mode, batch 32": (32, "inference", False, None),
-    "inference_mode, batch 128": (128, "inference", False, None),
-    "inference_mode, batch 64, channels_last": (64, "inference", True, None),
-    "inference_mode, batch 64, 1 thread": (64, "inference", False, 1),
+VARIANTS = {  # name: (batch, mode, channels_last, threads, torch.compile)
+    "before: no_grad, batch 64": (64, "no_grad", False, None, False),
+    "inference_mode, batch 64": (64, "inference", False, None, False),
+    "inference_mode, batch 16": (16, "inference", False, None, False),
+    "inference_mode, batch 32": (32, "inference", False, None, False),
+    "inference_mode, batch 128": (128, "inference", False, None, False),
+    "inference_mode, batch 64, channels_last": (64, "inference", True, None, False),
+    "inference_mode, batch 64, 1 thread": (64, "inference", False, 1, False),
+    "inference_mode, batch 16, torch.compile": (16, "inference", False, None, True),
 }
 
 
@@ -98,13 +101,16 @@ def probe(gen, args, gflop):
     from other processes hits both; per variant the round with the best ratio is kept."""
     n = 64
     best = {}
+    compiled = compile_no_grad(ShapeWorldGenerator(ShapeWorldModel.load(), step_type="ode").denoiser)
     for r in range(args.rounds):
-        for name, (batch, mode, cl, threads) in VARIANTS.items():
+        for name, (batch, mode, cl, threads, comp) in VARIANTS.items():
+            gen.model.unet, eager = (compiled if comp else gen.model.unet), gen.model.unet
             with setting(gen, cl, threads):
                 if r == 0:
                     run(gen, min(batch, n), 1, batch, mode)  # warm-up
                 ref = matmul_gflops()
                 secs = _timed(lambda: run(gen, n, args.probe_steps, batch, mode))
+            gen.model.unet = eager
             ips = n / secs * args.probe_steps / 20  # 20-step equivalent
             row = {"variant": name, "images_per_second": round(ips, 2), "gflops": round(ips * 40 * gflop, 1),
                    "matmul_gflops": round(ref, 1), "vs_matmul": round(ips * 40 * gflop / ref, 3)}
@@ -147,7 +153,7 @@ def main():
               f"| {r['vs_matmul']:.2f} |")
     n = 64
     ref_after = matmul_gflops()
-    secs = _timed(lambda: run(gen, n, 20, 64, "inference"))
+    secs = _timed(lambda: run(gen, n, 20, 16, "inference"))
     ips = n / secs
     final = {"images_per_second": round(ips, 2), "gflops": round(ips * 40 * gflop, 1),
              "matmul_gflops": round(ref_after, 1), "vs_matmul": round(ips * 40 * gflop / ref_after, 3)}

@@ -40,7 +40,7 @@ from .rollouts import Rewarder, nanmean, epoch_prompts, prompt_entries, prompt_f
 
 CHECKPOINT, METRICS, WEIGHTS = "checkpoint.pt", "metrics.jsonl", "weights.safetensors"
 RESUMABLE_CHANGES = ("train.epochs", "train.checkpoint_every", "eval.every", "eval.per_tag",
-                     "eval.images_per_prompt", "model.device")
+                     "eval.images_per_prompt", "model.device", "model.compile")
 
 
 class ParamCopy:
@@ -104,6 +104,10 @@ def load_policy(m, device: str):
         net.requires_grad_(True)
         params = [p for p in net.parameters()]
     net.train(False)  # no dropout: log-probs and resumes must be reproducible
+    if m.compile:
+        from ..generators.compiled import compile_no_grad
+
+        compile_no_grad(net)
     return gen, params
 
 

@@ -38,6 +38,8 @@ class SampleConfig:
                                               f"{DEFAULT_GUIDANCE}; 1 for FLUX, which is guidance-distilled)")
     height: Optional[int] = setting(None, "image height for sd/sd3/flux (default: the pipeline's)", min=8)
     width: Optional[int] = setting(None, "image width for sd/sd3/flux (default: the pipeline's)", min=8)
+    compile: bool = setting(False, "torch.compile the denoiser: on 2 CPU cores ShapeWorld sampling runs ~1.3x "
+                                   "faster after about a minute of compiling per batch shape — for long runs")
 
 
 def load_sampler(cfg: SampleConfig):
@@ -62,6 +64,10 @@ def load_sampler(cfg: SampleConfig):
             gen.latent_shape(gen.height, gen.width)  # a size the VAE/patching cannot take fails here
     except (OSError, ValueError) as e:
         fail(str(e))
+    if cfg.compile:
+        from ..generators.compiled import compile_no_grad
+
+        compile_no_grad(gen.denoiser)
     return gen, generator_sampler(gen, cfg.steps, cfg.guidance)
 
 
