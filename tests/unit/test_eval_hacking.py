@@ -7,7 +7,7 @@ import pytest
 
 from rewardlab.cli.align import HackingStop, _hacking_watch
 from rewardlab.align.config import NFTConfig
-from rewardlab.eval.hacking import HackingMonitor, palette_drift, read_log, scan
+from rewardlab.eval.hacking import HackingMonitor, eval_palette_drift, palette_drift, read_log, scan
 
 
 def log(reward, gold=None, diversity=None, trained_gold=None):
@@ -170,7 +170,24 @@ def test_train_watch_reads_the_epoch_0_evaluation(tmp_path):
     even = [0.25 if h in (0, 2, 4, 8) else 0.0 for h in range(12)]
     blue = [1.0 if h == 8 else 0.0 for h in range(12)]
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "eval/overall": 0.8, "eval_palette": even}) + "\n")
-    watch = _hacking_watch(cfg, tmp_path, stop=True)
+    watch = _hacking_watch(cfg, tmp_path, stop=True, palette_drift=0.15)
     watch(1, {"reward_mean": 0.5})
+    assert json.loads((tmp_path / "monitor.json").read_text()) == {"palette_drift": 0.15}  # for `rewardlab report`
     with pytest.raises(HackingStop, match="evaluation's fixed prompts"):
         watch(2, {"reward_mean": 0.5, "eval_palette": blue})
+
+
+def test_report_draws_and_scans_with_the_runs_own_palette_threshold(tmp_path):
+    """`rewardlab report` holds the evaluation palettes to the threshold the run was trained
+    with (monitor.json), and eval_palette_drift is the curve it draws."""
+    from rewardlab.eval.report import write_report
+
+    even = [0.25 if h in (0, 2, 4, 8) else 0.0 for h in range(12)]
+    moved = [0.25 - 0.12 if h in (0, 2) else 0.25 + 0.24 if h == 8 else v for h, v in enumerate(even)]  # TV 0.24
+    rows = [{"epoch": 0, "eval/overall": 0.8, "eval_palette": even}] + log(np.linspace(1, 2, 20))
+    rows[10]["eval_palette"], rows[20]["eval_palette"] = even, moved
+    assert [(e, round(d, 3)) for e, d in eval_palette_drift(rows)] == [(0, 0.0), (10, 0.0), (20, 0.24)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "palette moved 0.24" in write_report(tmp_path).read_text()  # no monitor.json: the default 0.2
+    (tmp_path / "monitor.json").write_text(json.dumps({"palette_drift": 0.3}))
+    assert "palette moved" not in write_report(tmp_path).read_text()

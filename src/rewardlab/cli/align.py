@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import List, Optional
@@ -67,7 +68,8 @@ class HackingStop(Exception):
 def _hacking_watch(cfg, out: Path, stop: bool, palette_drift: float = 0.2):
     """``(epoch, metrics)`` → prints new hacking alarms (eval/hacking.py reads what the recipe
     logs; the recipe knows nothing of it) and raises ``HackingStop`` if told to stop."""
-    from ..eval.hacking import HackingMonitor, read_log
+    from ..eval.hacking import MONITOR, HackingMonitor, read_log
+    from ..utils import atomic_path
 
     monitor = HackingMonitor(gold=list(cfg.reward.monitors) or None,
                              trained=[f"score/{n}" for n in cfg.reward.names], drift=palette_drift)
@@ -76,8 +78,11 @@ def _hacking_watch(cfg, out: Path, stop: bool, palette_drift: float = 0.2):
 
     def watch(epoch: int, metrics: dict) -> None:
         alarms = []
-        if first[0] and (out / "metrics.jsonl").exists():  # what came before: epoch 0's evaluation, a resumed run
-            alarms = [a for row in read_log(out) if row["epoch"] < epoch for a in monitor.update(row)]
+        if first[0]:
+            with atomic_path(out / MONITOR, sync=False) as tmp:  # the threshold `rewardlab report` draws
+                tmp.write_text(json.dumps({"palette_drift": palette_drift}) + "\n")
+            if (out / "metrics.jsonl").exists():  # what came before: epoch 0's evaluation, a resumed run
+                alarms = [a for row in read_log(out) if row["epoch"] < epoch for a in monitor.update(row)]
         first[0] = False
         for alarm in alarms + monitor.update({"epoch": epoch, **metrics}):
             console.print(f"[bold red]hacking alarm[/] {alarm.message}")

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 
+MONITOR = "monitor.json"  # a training run's monitor settings (rewardlab train --palette-drift), for reports
+
 @dataclass
 class Alarm:
     epoch: int
@@ -154,6 +156,15 @@ def palette_drift(rows: list[dict], window: int = HackingMonitor.palette_window)
     ``palette_drift`` alarm thresholds."""
     return [None if (w := _palette_windows(rows, i, window)) is None else total_variation(*w)
             for i in range(len(rows))]
+
+
+def eval_palette_drift(rows: list[dict]) -> list[tuple[int, float]]:
+    """``(epoch, total variation from the first evaluation's palette)`` for every evaluation
+    that logged one (the first gives 0) — what the evaluation's ``palette_drift`` alarm
+    thresholds."""
+    evals = [r for r in rows if r.get("eval_palette")]
+    first = np.asarray(evals[0]["eval_palette"], dtype=float) if evals else None
+    return [(r["epoch"], total_variation(first, np.asarray(r["eval_palette"], dtype=float))) for r in evals]
 
 
 def _palette_windows(rows: list[dict], end: int, window: int) -> tuple[np.ndarray, np.ndarray] | None:

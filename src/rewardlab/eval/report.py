@@ -16,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from .hacking import Alarm, HackingMonitor, palette_drift, read_log, scan, trace_rows
+from .hacking import MONITOR, Alarm, HackingMonitor, eval_palette_drift, palette_drift, read_log, scan, trace_rows
 
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}table{border-collapse:collapse}
@@ -51,9 +51,10 @@ def _train(run: Path) -> str:
     rows = read_log(run)
     config = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
     trained = [f"score/{n}" for n in _trained_rewards(config)]
-    alarms = scan(rows, trained=trained)
-    parts = ["<h2>Hacking monitor</h2>", _alarms(alarms), "<h2>Curves</h2>", _img(curves_png(rows, alarms, trained),
-                                                                                    "curves", px=False)]
+    drift = palette_threshold(run)
+    alarms = scan(rows, trained=trained, drift=drift)
+    parts = ["<h2>Hacking monitor</h2>", _alarms(alarms), "<h2>Curves</h2>",
+             _img(curves_png(rows, alarms, trained, drift=drift), "curves", px=False)]
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     if evals:
         parts += ["<h2>Evaluation, before and after</h2>", _eval_table(evals[0], evals[-1])]
@@ -65,6 +66,15 @@ def _train(run: Path) -> str:
     parts += ["<h2>Configuration</h2>", f"<details open><summary>config.yaml</summary><pre>"
               f"{_e(settings or '(no config.yaml)')}</pre></details>"]
     return "\n".join(parts)
+
+
+def palette_threshold(run: Path) -> float:
+    """The palette alarm's threshold the run was trained with (``rewardlab train
+    --palette-drift``, kept in ``monitor.json``), else the monitor's default."""
+    try:
+        return float(json.loads((run / MONITOR).read_text(encoding="utf-8"))["palette_drift"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return HackingMonitor.drift
 
 
 def _trained_rewards(config_yaml: str) -> list[str]:
@@ -84,7 +94,8 @@ def _alarms(alarms: list[Alarm]) -> str:
     return "<ul>" + "".join(f"<li class='alarm'>{_e(a.message)}</li>" for a in alarms) + "</ul>"
 
 
-def curves_png(rows: list[dict], alarms: list[Alarm], trained: list[str], x: str = "epoch") -> bytes:
+def curves_png(rows: list[dict], alarms: list[Alarm], trained: list[str], x: str = "epoch",
+               drift: float = HackingMonitor.drift) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,8 +112,11 @@ def curves_png(rows: list[dict], alarms: list[Alarm], trained: list[str], x: str
         keys = [k for k in keys if any(r.get(k) is not None for r in train)]
         for k in keys:
             ax.plot(epochs, [r.get(k) if r.get(k) is not None else float("nan") for r in train], label=k)
-        if "palette drift" in keys:
-            ax.axhline(HackingMonitor.drift, color="#999", ls=":", lw=1, label="palette alarm")
+        if "palette drift" in name and (evals := eval_palette_drift(rows)):
+            ax.plot(*zip(*evals), "o-", ms=3, label="eval palette drift")
+            keys = keys + ["eval palette drift"]
+        if "palette" in " ".join(keys) and drift:
+            ax.axhline(drift, color="#999", ls=":", lw=1, label="palette alarm")
         for a in alarms if keys else []:
             ax.axvline(a.epoch, color="#b00020", ls="--", lw=1)
         ax.set_title(name)
