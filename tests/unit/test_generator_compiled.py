@@ -2,6 +2,9 @@
 agree with eager), calls that build a graph stay eager bit for bit, and the compiled graph
 reads the live weights (merged LoRA, in-place updates)."""
 
+import warnings
+
+import pytest
 import torch
 from torch._dynamo.testing import CompileCounter
 
@@ -30,6 +33,24 @@ def test_only_gradient_free_calls_are_compiled():
     with torch.inference_mode():
         gen.sample(PROMPTS, seeds=[0, 1], steps=2)
     assert counter.frame_count >= 1
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_a_warning():
+    gen = tiny_world()
+    x, t, cond = _inputs(gen)
+    expected = gen.denoise(x, t, cond).detach()
+
+    def broken(gm, inputs):
+        raise RuntimeError("no C++ compiler")
+
+    compile_no_grad(gen.denoiser, backend=broken)
+    with torch.no_grad():
+        with pytest.warns(UserWarning, match="runs eagerly.*no C.. compiler"):
+            out = gen.denoise(x, t, cond)
+        assert torch.equal(out, expected)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # warned once; eager from then on
+            assert torch.equal(gen.denoise(x, t, cond), expected)
 
 
 def test_inductor_matches_eager_and_reads_the_live_weights():

@@ -2,18 +2,19 @@
 the old-policy and reference passes of the trainers — while passes that build a graph for
 backward stay eager.
 
-Measured on this project's 2-core CPU (torch 2.13, inductor, fp32; ``/tmp`` probes recorded in
-benchmarks/results/peer_trl_ddpo.json's notes): a forward without gradients took 0.61x the
-eager time on the tiny SD UNet at batch 16 and 0.76x on the ShapeWorld UNet at batch 32, but a
-forward + backward took 0.90x (tiny SD with LoRA, batch 128) and 1.17x (ShapeWorld, full
-fine-tune, batch 32) — slower — after 50-110 s of compilation. So only gradient-free calls
-go through the compiled function. Each new input shape compiles once more (``dynamic=False``:
-a static graph per shape runs faster than a symbolic one; a run has few shapes — the sampling
-batch, the last partial batch, the training minibatch), which costs about a minute per
-shape on a CPU: worth it for a training run or a full evaluation, not for a few images.
+Measured on this project's 2-core CPU (torch 2.13, inductor, fp32; benchmarks/results/
+sampler_throughput.md): ShapeWorld sampling at batch 16 ran 1.24-1.34x the eager images/s, the
+tiny SD UNet's forward at batch 16 took 0.61x the eager time — but forward + backward took
+0.90x (tiny SD with LoRA, batch 128) and 1.17x (ShapeWorld, full fine-tune, batch 32), after
+50-110 s of compiling, so only gradient-free calls go through the compiled function. Each new
+input shape compiles once more (``dynamic=False``, one static graph per shape; a run has few:
+the sampling batch, a last partial batch, the training minibatch), about a minute per shape
+on a CPU: worth it for a training run or a full evaluation, not for a few images.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -24,14 +25,23 @@ def compile_no_grad(module: torch.nn.Module, backend="inductor") -> torch.nn.Mod
     ``_orig_mod`` wrapper), so saving, loading and swapping weights work as before; the
     compiled graph reads the live parameters, so in-place updates, merged LoRA weights and
     swapped-in copies (old policy, reference) are what it computes with. ``backend``: any of
-    ``torch.compile``'s (tests count compilations with a counting one)."""
+    ``torch.compile``'s (tests count compilations with a counting one). If compiling fails
+    (say, no C++ compiler for inductor on a CPU), a warning says so and the module runs eagerly."""
     if getattr(module, "_rewardlab_compiled", False):
         return module
     eager = module.forward
-    compiled = torch.compile(eager, backend=backend, dynamic=False)
+    compiled = [torch.compile(eager, backend=backend, dynamic=False)]
 
     def forward(*args, **kwargs):
-        return eager(*args, **kwargs) if torch.is_grad_enabled() else compiled(*args, **kwargs)
+        if torch.is_grad_enabled() or not compiled:
+            return eager(*args, **kwargs)
+        try:
+            return compiled[0](*args, **kwargs)
+        except Exception as e:  # no C++ compiler, an op the backend cannot lower: eager from now on
+            why = " ".join(str(e).split())[:300]  # one line
+            warnings.warn(f"torch.compile failed, the denoiser runs eagerly: {type(e).__name__}: {why}", stacklevel=2)
+            compiled.clear()
+            return eager(*args, **kwargs)  # an error of the call itself is raised here, as without compile
 
     module.forward = forward
     module._rewardlab_compiled = True
