@@ -15,10 +15,11 @@ missing, torch 2.13.0 CPU first) through benchmarks/peer_trl_ddpo_trl.py; reward
 ``--rounds`` rounds of ``--epochs`` epochs each; an epoch is sampling + reward + training, timed
 without model loading (TRL: around ``DDPOTrainer.step``; rewardlab: ``time/epoch`` in
 metrics.jsonl, which excludes evaluation). With more than one epoch the first of each run is
-dropped as warm-up. rewardlab runs twice per round: as shipped to users for long runs
-(``model.compile=true``: its gradient-free passes — the rollouts — go through torch.compile,
+dropped as warm-up. rewardlab runs twice per round: with ``model.compile=true`` (as the
+ShapeWorld presets run: its gradient-free passes — the rollouts — go through torch.compile,
 whose one-off compilation falls in the dropped first epoch and is reported as
-``rewardlab_first_epoch_s``) and eager (``ratio_eager``). Prints the median seconds per
+``rewardlab_first_epoch_s``; after the first round inductor's on-disk cache shortens it) and
+eager (``ratio_eager``). Prints the median seconds per
 sample of each and, last, the ratio rewardlab (compiled) / TRL (below 1: rewardlab is
 faster); writes benchmarks/results/peer_trl_ddpo.json.
 

@@ -191,3 +191,6 @@ def test_report_draws_and_scans_with_the_runs_own_palette_threshold(tmp_path):
     assert "palette moved 0.24" in write_report(tmp_path).read_text()  # no monitor.json: the default 0.2
     (tmp_path / "monitor.json").write_text(json.dumps({"palette_drift": 0.3}))
     assert "palette moved" not in write_report(tmp_path).read_text()
+    for bad in ('{"palette_drift": NaN}', '{"palette_drift": -1}', '{"palette_drift": true}', '[0.3]', '{'):
+        (tmp_path / "monitor.json").write_text(bad)  # unreadable or out of range: the default threshold
+        assert "palette moved 0.24" in write_report(tmp_path).read_text()

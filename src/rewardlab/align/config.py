@@ -33,8 +33,9 @@ class ModelSettings:
                                                       "adapter's)", min=1)
     device: str = setting("cpu", "torch device (cpu, cuda, cuda:1); under torchrun each rank takes cuda:LOCAL_RANK")
     compile: bool = setting(False, "torch.compile the denoiser's passes without gradients (rollouts, evaluation, "
-                                   "old-policy and reference passes): on 2 CPU cores 1.3-1.6x faster sampling after "
-                                   "about a minute of compiling per batch shape; passes with gradients stay eager")
+                                   "old-policy and reference passes): on 2 CPU cores 1.24-1.34x faster ShapeWorld "
+                                   "sampling after about a minute of compiling per batch shape; passes with "
+                                   "gradients stay eager")
 
 
 @dataclass

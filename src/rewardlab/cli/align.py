@@ -78,8 +78,8 @@ def _hacking_watch(cfg, out: Path, stop: bool, palette_drift: float = 0.2):
 
     def watch(epoch: int, metrics: dict) -> None:
         alarms = []
-        if first[0]:
-            with atomic_path(out / MONITOR, sync=False) as tmp:  # the threshold `rewardlab report` draws
+        if first[0]:  # no alarm can ring before the first epoch's report: write the threshold now
+            with atomic_path(out / MONITOR, sync=False) as tmp:  # what `rewardlab report` draws (this session's)
                 tmp.write_text(json.dumps({"palette_drift": palette_drift}) + "\n")
             if (out / "metrics.jsonl").exists():  # what came before: epoch 0's evaluation, a resumed run
                 alarms = [a for row in read_log(out) if row["epoch"] < epoch for a in monitor.update(row)]

@@ -38,8 +38,9 @@ class SampleConfig:
                                               f"{DEFAULT_GUIDANCE}; 1 for FLUX, which is guidance-distilled)")
     height: Optional[int] = setting(None, "image height for sd/sd3/flux (default: the pipeline's)", min=8)
     width: Optional[int] = setting(None, "image width for sd/sd3/flux (default: the pipeline's)", min=8)
-    compile: bool = setting(False, "torch.compile the denoiser: on 2 CPU cores ShapeWorld sampling runs ~1.3x "
-                                   "faster after about a minute of compiling per batch shape — for long runs")
+    compile: bool = setting(False, "torch.compile the denoiser: on 2 CPU cores ShapeWorld sampling runs 1.24-1.34x "
+                                   "faster after about a minute of compiling per batch shape — for long runs "
+                                   "(not for search, whose batch sizes vary)")
 
 
 def load_sampler(cfg: SampleConfig):

@@ -40,6 +40,7 @@ import numpy as np
 
 MONITOR = "monitor.json"  # a training run's monitor settings (rewardlab train --palette-drift), for reports
 
+
 @dataclass
 class Alarm:
     epoch: int

@@ -72,9 +72,11 @@ def palette_threshold(run: Path) -> float:
     """The palette alarm's threshold the run was trained with (``rewardlab train
     --palette-drift``, kept in ``monitor.json``), else the monitor's default."""
     try:
-        return float(json.loads((run / MONITOR).read_text(encoding="utf-8"))["palette_drift"])
+        drift = json.loads((run / MONITOR).read_text(encoding="utf-8"))["palette_drift"]
     except (OSError, ValueError, KeyError, TypeError):
         return HackingMonitor.drift
+    ok = isinstance(drift, (int, float)) and not isinstance(drift, bool) and 0 <= drift <= 1  # NaN fails too
+    return float(drift) if ok else HackingMonitor.drift
 
 
 def _trained_rewards(config_yaml: str) -> list[str]:
