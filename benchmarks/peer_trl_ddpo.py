@@ -19,9 +19,9 @@ dropped as warm-up. rewardlab runs twice per round: with ``model.compile=true`` 
 ShapeWorld presets run: its gradient-free passes — the rollouts — go through torch.compile,
 whose one-off compilation falls in the dropped first epoch and is reported as
 ``rewardlab_first_epoch_s``; after the first round inductor's on-disk cache shortens it) and
-eager (``ratio_eager``). Prints the median seconds per
-sample of each and, last, the ratio rewardlab (compiled) / TRL (below 1: rewardlab is
-faster); writes benchmarks/results/peer_trl_ddpo.json.
+eager (``ratio_eager``). Prints the median seconds per sample of each and, last, the ratio
+rewardlab (compiled) / TRL (below 1: rewardlab is faster); writes
+benchmarks/results/peer_trl_ddpo.json.
 
     .venv/bin/python benchmarks/peer_trl_ddpo.py                       # 3 rounds x 2 epochs
     .venv/bin/python benchmarks/peer_trl_ddpo.py --rounds 1 --epochs 1  # smoke test

@@ -117,7 +117,7 @@ def curves_png(rows: list[dict], alarms: list[Alarm], trained: list[str], x: str
         if "palette drift" in name and (evals := eval_palette_drift(rows)):
             ax.plot(*zip(*evals), "o-", ms=3, label="eval palette drift")
             keys = keys + ["eval palette drift"]
-        if "palette" in " ".join(keys) and drift:
+        if drift and any("palette" in k for k in keys):
             ax.axhline(drift, color="#999", ls=":", lw=1, label="palette alarm")
         for a in alarms if keys else []:
             ax.axvline(a.epoch, color="#b00020", ls="--", lw=1)
