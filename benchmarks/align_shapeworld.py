@@ -29,13 +29,16 @@ SHIPPED = RESULTS / "align_shapeworld_best.safetensors"
 RECIPES = ("grpo", "nft", "backprop", "dpo", "online_dpo", "pref_grpo")
 
 
-def geneval(weights: Path | None, out: Path, per_prompt: int = 4) -> dict:
+def geneval(weights: Path | None, out: Path, per_prompt: int = 4, compile: bool = False) -> dict:
     from rewardlab.eval.geneval import generator_sampler, held_out_split, run_geneval, summarize
     from rewardlab.generators import load_generator
+    from rewardlab.generators.compiled import compile_no_grad
     from rewardlab.world.prompts import prompt_set_path
     from rewardlab.world.records import load_records
 
     gen = load_generator("shapeworld" if weights is None else f"shapeworld:{weights}")
+    if compile:  # the same verdicts as eager, ~18% faster here (sampler_throughput.md)
+        compile_no_grad(gen.denoiser)
     results = run_geneval(generator_sampler(gen), None, load_records(prompt_set_path("eval")), per_prompt, out)
     s = summarize(results)
     table = {t: round(acc, 4) for t, (acc, _, _) in s["tags"].items()}
@@ -87,7 +90,7 @@ def cmd_eval(args) -> None:
             f"periodic evals (16 records per tag x 2 images) at epoch {first['epoch']} "
             f"{'of ' + Path(args.before_run).name + ' ' if args.before_run else ''}and {evals[-1]['epoch']}")
     else:
-        after = geneval(run / "weights.safetensors", Path(args.out) / args.name, args.images_per_prompt)
+        after = geneval(run / "weights.safetensors", Path(args.out) / args.name, args.images_per_prompt, args.compile)
         if args.images_per_prompt != 4:
             after["evaluation"] = start["evaluation"] = (f"the whole eval split at {args.images_per_prompt} image(s) "
                                                          f"per prompt, before = the shipped model alike")
@@ -205,6 +208,7 @@ def main() -> None:
                                         "resumed or started without one)")
     e.add_argument("--images-per-prompt", type=int, default=4, help="fewer images per eval prompt (faster, "
                                                                     "noisier), beside the shipped model's alike")
+    e.add_argument("--compile", action="store_true", help="torch.compile the sampler (as eval geneval --compile)")
     b = sub.add_parser("baseline", help="continued supervised training for the same minutes")
     b.add_argument("--minutes", type=float, required=True)
     b.add_argument("--lr", type=float, default=6e-5, help="the shipped run's final learning rate")
