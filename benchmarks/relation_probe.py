@@ -226,17 +226,22 @@ def supervised(model, steps: int, lr: float) -> dict:
 
 
 def markdown(res: dict) -> str:
-    lines = [f"# Relation probe ({res['weights']})", "", "## Text encoder: token-state distance to "
-             "'a photo of a circle left of a square'", "", f"mean state norm {res['text']['state_norm']}", "",
-             "| other prompt | max over tokens | last token |", "|---|---|---|"]
-    lines += [f"| {k} | {v['max']} | {v['last_token']} |" for k, v in res["text"].items() if k != "state_norm"]
-    lines += ["", "## Denoiser as a classifier (256 renders; acc 0.5 = the words make no difference)", ""]
-    keys = list(res["classifier"][0])
-    lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in res["classifier"]]
-    lines += ["", "## Position accuracy by negative prompt and guidance (100 eval prompts, 10 steps)", "",
-              "| negative, weight | position |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in res["guidance"].items()]
+    """The results as markdown; a section not in ``res`` (never run) is left out."""
+    lines = [f"# Relation probe ({res['weights']})"]
+    if "text" in res:
+        lines += ["", "## Text encoder: token-state distance to 'a photo of a circle left of a square'", "",
+                  f"mean state norm {res['text']['state_norm']}", "",
+                  "| other prompt | max over tokens | last token |", "|---|---|---|"]
+        lines += [f"| {k} | {v['max']} | {v['last_token']} |" for k, v in res["text"].items() if k != "state_norm"]
+    if "classifier" in res:
+        keys = list(res["classifier"][0])
+        lines += ["", "## Denoiser as a classifier (256 renders; acc 0.5 = the words make no difference)", "",
+                  "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in res["classifier"]]
+    if "guidance" in res:
+        lines += ["", "## Position accuracy by negative prompt and guidance (100 eval prompts, 10 steps)", "",
+                  "| negative, weight | position |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in res["guidance"].items()]
     if res.get("finetune"):
         lines += ["", "## Symmetric discriminative fine-tuning (right prompt must beat flipped, both ways)", "",
                   "| step | seconds | error | acc |", "|---|---|---|---|"]
