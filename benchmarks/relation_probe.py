@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rewardlab.images import to_uint8
 from rewardlab.world.model import ShapeWorldModel
 from rewardlab.world.prompts import compositions, prompt_set_path
 from rewardlab.world.records import load_records, make_record
@@ -127,7 +128,7 @@ def guidance_table(model, weights: list[float], n: int = 100) -> dict:
         for w in weights:
             imgs = generate_images(gen, [r["prompt"] for r in recs], list(range(len(recs))), steps=10,
                                    guidance=w, negative_prompts=negs)
-            arr = (imgs.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+            arr = to_uint8(imgs)
             out[f"{negative} w={w:g}"] = round(float(np.mean([verify(a, r).correct for a, r in zip(arr, recs)])), 3)
     return out
 
@@ -191,7 +192,7 @@ def position_kinds(model, n: int = 100, per_prompt: int = 2) -> dict:
     recs = [r for r in recs for _ in range(per_prompt)]
     imgs = generate_images(ShapeWorldGenerator(model.eval()), [r["prompt"] for r in recs], list(range(len(recs))),
                            steps=10)
-    arr = (imgs.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    arr = to_uint8(imgs)
     kinds = [relation_kind(a, r) for a, r in zip(arr, recs)]
     return {k: round(kinds.count(k) / len(kinds), 3) for k in RELATION_KINDS} | {"images": len(kinds)}
 
@@ -201,7 +202,7 @@ def supervised(model, steps: int, lr: float) -> dict:
     at 0.99 from the first step (no warm-up: ~5% of the start remains after 300 steps)."""
     from rewardlab.train_configs import TrainConfig
     from rewardlab.world.prompts import PromptSampler
-    from rewardlab.world.train import flow_loss, make_batch
+    from rewardlab.world.train import _ema_update, flow_loss, make_batch
 
     before = position_kinds(model)
     cfg, sampler = TrainConfig(seed=7), PromptSampler("train", tags=("position",), seed=7)
@@ -215,10 +216,7 @@ def supervised(model, steps: int, lr: float) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                if v.dtype.is_floating_point:
-                    ema[k].mul_(0.99).add_(v, alpha=0.01)
+        _ema_update(ema, model, 0.99)
         if (step + 1) % 50 == 0:
             print({"step": step + 1, "seconds": round(time.time() - t0), "loss": round(loss.item(), 4)}, flush=True)
     minutes = (time.time() - t0) / 60
