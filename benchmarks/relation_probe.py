@@ -25,9 +25,12 @@ objects placed, the relation at chance). This script measures where the relation
    the flipped one (right axis, wrong order), the other axis, or none/an object missing.
    Four axis-aligned relations at random give 0.25 correct. (Objects come from ``detect``, without
    the verifier's clean-scene check, so "asked" can exceed the verifier's position score.)
+   ``--t-location M`` draws the noise levels from logit-normal(M, 1) instead of (0, 1): at
+   M = 1.5 half the draws fall above t = 0.8, where the layout is decided, and that is what
+   teaches the relation (runs at different M are kept side by side).
 
     python benchmarks/relation_probe.py [--weights W] [--finetune 120] [--supervised 300 --supervised-lr 5e-4]
-    python benchmarks/relation_probe.py --sections supervised --supervised 300   # the others kept
+    python benchmarks/relation_probe.py --sections supervised --supervised 500 --supervised-lr 5e-4 --t-location 1.5
 
 Writes benchmarks/results/relation_probe.{json,md}.
 """
@@ -197,9 +200,10 @@ def position_kinds(model, n: int = 100, per_prompt: int = 2) -> dict:
     return {k: round(kinds.count(k) / len(kinds), 3) for k in RELATION_KINDS} | {"images": len(kinds)}
 
 
-def supervised(model, steps: int, lr: float) -> dict:
-    """Position-only continued flow matching, as ``world train``; the weights measured are an EMA
-    at 0.99 from the first step (no warm-up: ~5% of the start remains after 300 steps)."""
+def supervised(model, steps: int, lr: float, t_location: float = 0.0) -> dict:
+    """Position-only continued flow matching, as ``world train`` with noise levels drawn from
+    logit-normal(``t_location``, 1); the weights measured are an EMA at 0.99 from the first step
+    (no warm-up: ~5% of the start remains after 300 steps)."""
     from rewardlab.train_configs import TrainConfig
     from rewardlab.world.prompts import PromptSampler
     from rewardlab.world.train import _ema_update, flow_loss, make_batch
@@ -211,7 +215,7 @@ def supervised(model, steps: int, lr: float) -> dict:
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     g, t0 = torch.Generator().manual_seed(7), time.time()
     for step in range(steps):
-        loss = flow_loss(model, *make_batch(step, cfg, sampler), g)
+        loss = flow_loss(model, *make_batch(step, cfg, sampler), g, t_location)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -221,8 +225,14 @@ def supervised(model, steps: int, lr: float) -> dict:
             print({"step": step + 1, "seconds": round(time.time() - t0), "loss": round(loss.item(), 4)}, flush=True)
     minutes = (time.time() - t0) / 60
     model.load_state_dict(ema)
-    return {"steps": steps, "lr": lr, "renders": steps * cfg.batch_size, "minutes": round(minutes, 1),
-            "before": before, "after": position_kinds(model)}
+    return {"steps": steps, "lr": lr, "t_location": t_location, "renders": steps * cfg.batch_size,
+            "minutes": round(minutes, 1), "before": before, "after": position_kinds(model)}
+
+
+def supervised_runs(res: dict) -> list[dict]:
+    """The supervised runs kept in ``res`` (a results file from before ``--t-location`` held one)."""
+    runs = res.get("supervised") or []
+    return [runs | {"t_location": 0.0}] if isinstance(runs, dict) else runs
 
 
 def markdown(res: dict) -> str:
@@ -248,12 +258,14 @@ def markdown(res: dict) -> str:
         lines += [f"| {r['step']} | {r['seconds']} | {r['error']} | {r['acc']} |" for r in res["finetune"]["log"]]
         lines += ["", "after fine-tuning, classifier acc (relation flipped) by band: "
                   + ", ".join(f"{r['t']}: {r['relation flipped acc']}" for r in res["finetune"]["classifier"])]
-    if res.get("supervised"):
-        sup = res["supervised"]
-        lines += ["", f"## Position-only supervised fine-tuning ({sup['steps']} steps x 64 renders, lr {sup['lr']:g}, "
-                  f"{sup['minutes']} min): how the generated pairs stand ({sup['after']['images']} images)", "",
-                  "| weights | " + " | ".join(RELATION_KINDS) + " |", "|---" * (len(RELATION_KINDS) + 1) + "|"]
-        lines += [f"| {k} | " + " | ".join(str(sup[k][r]) for r in RELATION_KINDS) + " |" for k in ("before", "after")]
+    if supervised_runs(res):
+        runs = supervised_runs(res)
+        lines += ["", "## Position-only supervised fine-tuning (batches of 64 renders, noise levels t ~ "
+                  f"logit-normal(location, 1)): how the generated pairs stand ({runs[0]['after']['images']} images)",
+                  "", "| weights | " + " | ".join(RELATION_KINDS) + " |", "|---" * (len(RELATION_KINDS) + 1) + "|",
+                  "| before | " + " | ".join(str(runs[0]["before"][r]) for r in RELATION_KINDS) + " |"]
+        lines += [f"| after {u['steps']} steps, location {u['t_location']:g}, lr {u['lr']:g} ({u['minutes']} min) | "
+                  + " | ".join(str(u["after"][r]) for r in RELATION_KINDS) + " |" for u in runs]
     return "\n".join(lines) + "\n"
 
 
@@ -264,6 +276,8 @@ def main() -> None:
     ap.add_argument("--finetune", type=int, default=0, help="steps of the discriminative check (0: skip)")
     ap.add_argument("--supervised", type=int, default=0, help="steps of position-only supervised training (0: skip)")
     ap.add_argument("--supervised-lr", type=float, default=1e-4, help="its learning rate")
+    ap.add_argument("--t-location", type=float, default=0.0,
+                    help="its noise levels' logit-normal location (a run at another location is kept beside it)")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help="sections to run; the others (and finetune/supervised when their steps are 0) are kept "
                          "from the existing results file")
@@ -290,7 +304,8 @@ def main() -> None:
         res["finetune"] = {"log": log, "classifier": classifier_table(model.eval())}
         model = ShapeWorldModel.load(args.weights)  # the next section starts from the weights again
     if "supervised" in sections and args.supervised:
-        res["supervised"] = supervised(model, args.supervised, args.supervised_lr)
+        run = supervised(model, args.supervised, args.supervised_lr, args.t_location)
+        res["supervised"] = [u for u in supervised_runs(res) if u["t_location"] != args.t_location] + [run]
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(res))
     print(markdown(res))

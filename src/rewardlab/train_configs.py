@@ -29,6 +29,8 @@ class TrainConfig:
                                min=0, max=1)
     cfg_dropout: float = setting(0.1, "probability of training on the empty prompt (for classifier-free "
                                       "guidance)", min=0, max=1)
+    t_location: float = setting(0.0, "location of the logit-normal noise levels t (SD3's m); above 0 trains more "
+                                     "at high noise, where an image's layout is decided")
     seed: int = setting(0, "seeds the initial weights, prompts, renders and noise")
     checkpoint_every: int = setting(100, "steps between (atomic) checkpoints", min=1)
     resolution: int = setting(32, "image side in pixels", min=8)

@@ -78,6 +78,26 @@ def test_flow_loss_is_finite_and_trains(tiny):
                                         for p in model.unet.parameters())
 
 
+def test_flow_loss_t_location_shifts_the_noise_levels(tiny, monkeypatch):
+    levels = []
+    monkeypatch.setattr(tiny, "velocity", lambda x_t, t, cond: levels.append(t) or torch.zeros_like(x_t))
+    x0 = torch.zeros(256, 3, 8, 8)
+    for loc in (0.0, 1.5):
+        flow_loss(tiny, [""] * 256, x0, torch.Generator().manual_seed(0), t_location=loc)
+    high = [float((t > 0.8).float().mean()) for t in levels]
+    assert 0.03 < high[0] < 0.15 and 0.45 < high[1] < 0.65  # P(t > 0.8): 8% and 54% in theory
+
+
+def test_train_passes_t_location(tmp_path, monkeypatch):
+    import rewardlab.world.train as world_train
+
+    seen = []
+    real = world_train.flow_loss
+    monkeypatch.setattr(world_train, "flow_loss", lambda *a: seen.append(a[-1]) or real(*a))
+    train(TrainConfig(steps=1, batch_size=2, t_location=1.5), tmp_path)
+    assert seen == [1.5]
+
+
 def test_lr_schedule_warms_up_then_decays():
     cfg = TrainConfig(steps=100, warmup=10, lr=1.0)
     assert lr_at(0, cfg) == pytest.approx(0.1)
