@@ -105,14 +105,17 @@ def cmd_eval(args) -> None:
 
 def cmd_baseline(args) -> None:
     """Continued supervised training of the shipped model for ``--minutes``: the steps are set
-    from a timed 20-step probe, then `world train` with init = the shipped weights."""
+    from a timed 20-step probe, then `world train` with init = the shipped weights. A run at
+    another ``--t-location`` is kept beside the default one (``supervised_baseline_t1``)."""
     from rewardlab.config import load_config
     from rewardlab.train_configs import TrainConfig
     from rewardlab.world.model import WEIGHTS_PATH
     from rewardlab.world.train import train
 
-    out = Path(args.out) / "baseline_run"
-    over = {"init": str(WEIGHTS_PATH), "lr": args.lr, "warmup": 0, "ema_decay": 0.99, "checkpoint_every": 50}
+    name = "supervised_baseline" + (f"_t{args.t_location:g}" if args.t_location else "")
+    out = Path(args.out) / name
+    over = {"init": str(WEIGHTS_PATH), "lr": args.lr, "warmup": 0, "ema_decay": 0.99, "checkpoint_every": 50,
+            "t_location": args.t_location}
     probe = Path(args.out) / "baseline_probe"
     shutil.rmtree(probe, ignore_errors=True)
     t0 = time.perf_counter()
@@ -122,13 +125,12 @@ def cmd_baseline(args) -> None:
     t0 = time.perf_counter()
     weights = train(load_config(TrainConfig, None, {**over, "steps": steps}), out)
     minutes = (time.perf_counter() - t0) / 60
-    after = geneval(weights, Path(args.out) / "baseline")
+    after = geneval(weights, Path(args.out) / f"{name}_eval")
     data = load()  # after the long evaluation: another command may have written meanwhile
-    data["supervised_baseline"] = {"before": before(), "after": after,
-                                   "train_minutes": round(minutes, 1), "steps": steps,
-                                   "images_seen": steps * 64, "settings": over, "weights": str(weights)}
+    data[name] = {"before": before(), "after": after, "train_minutes": round(minutes, 1), "steps": steps,
+                  "images_seen": steps * 64, "settings": over, "weights": str(weights)}
     save(data)
-    print(json.dumps(data["supervised_baseline"], indent=2))
+    print(json.dumps(data[name], indent=2))
 
 
 def demo_grids(weights: Path) -> None:
@@ -158,7 +160,7 @@ def cmd_table(args) -> None:
     tags = ["single_object", "two_object", "counting", "colors", "position", "color_attr", "overall"]
     lines = ["| run | minutes | rollouts | " + " | ".join(tags) + " |", "|---" * (len(tags) + 3) + "|",
              "| shipped model | — | — | " + " | ".join(f"{before()[t]:.3f}" for t in tags) + " |"]
-    for k in recipes + (["supervised_baseline"] if "supervised_baseline" in data else []):
+    for k in recipes + sorted(k for k in data if k.startswith("supervised_baseline")):
         d = data[k]
         if "evaluation" in d["after"]:  # a run's own smaller eval: its start beside its end
             lines.append(f"| {k}, before ({d['after']['evaluation']}) | 0 | 0 | "
@@ -212,6 +214,7 @@ def main() -> None:
     b = sub.add_parser("baseline", help="continued supervised training for the same minutes")
     b.add_argument("--minutes", type=float, required=True)
     b.add_argument("--lr", type=float, default=6e-5, help="the shipped run's final learning rate")
+    b.add_argument("--t-location", type=float, default=0.0, help="world train's t_location (0: the shipped run's)")
     t = sub.add_parser("table", help="write the table; --ship copies the best weights into results/")
     t.add_argument("--ship", action="store_true")
     g = sub.add_parser("logs", help="copy runs' configs and metrics into results/ and tabulate their evals")
