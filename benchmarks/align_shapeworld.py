@@ -106,7 +106,7 @@ def cmd_eval(args) -> None:
 def cmd_baseline(args) -> None:
     """Continued supervised training of the shipped model for ``--minutes``: the steps are set
     from a timed 20-step probe, then `world train` with init = the shipped weights. A run at
-    another ``--t-location`` is kept beside the default one (``supervised_baseline_t1``)."""
+    another ``--t-location`` is kept beside the default one (``supervised_baseline_t1.5``)."""
     from rewardlab.config import load_config
     from rewardlab.train_configs import TrainConfig
     from rewardlab.world.model import WEIGHTS_PATH
