@@ -26,8 +26,9 @@ objects placed, the relation at chance). This script measures where the relation
    Four axis-aligned relations at random give 0.25 correct. (Objects come from ``detect``, without
    the verifier's clean-scene check, so "asked" can exceed the verifier's position score.)
    ``--t-location M`` draws the noise levels from logit-normal(M, 1) instead of (0, 1): at
-   M = 1.5 half the draws fall above t = 0.8, where the layout is decided, and that is what
-   teaches the relation (runs at different M are kept side by side).
+   M = 1.5 half the draws fall above t = 0.8, where the layout is decided, and that taught the
+   relation's axis (runs at different M are kept side by side; a rerun at the same M replaces
+   the earlier one).
 
     python benchmarks/relation_probe.py [--weights W] [--finetune 120] [--supervised 300 --supervised-lr 5e-4]
     python benchmarks/relation_probe.py --sections supervised --supervised 500 --supervised-lr 5e-4 --t-location 1.5

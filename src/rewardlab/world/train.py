@@ -44,8 +44,8 @@ def flow_loss(model: ShapeWorldModel, prompts: list[str], x0: torch.Tensor,
     """Rectified-flow loss ‖v_θ(x_t, t) − (ε − x_0)‖², t ~ logit-normal(``t_location``, 1) (SD3).
 
     Where two objects stand is decided at high noise (t ≳ 0.8), which logit-normal(0, 1) draws
-    8% of the time: position-only training at location 1.5 taught the relation's axis within
-    200 steps, at 0 not in 300 (``benchmarks/relation_probe.py``)."""
+    8% of the time: position-only training at location 1.5 (500 steps) and 1 (300 steps) taught
+    the relation's axis, at 0 not in 300 (``benchmarks/relation_probe.py``)."""
     t = torch.sigmoid(t_location + torch.randn(len(x0), generator=gen))
     eps = torch.randn(x0.shape, generator=gen)
     tb = t.view(-1, 1, 1, 1)
