@@ -259,8 +259,7 @@ def markdown(res: dict) -> str:
         lines += [f"| {r['step']} | {r['seconds']} | {r['error']} | {r['acc']} |" for r in res["finetune"]["log"]]
         lines += ["", "after fine-tuning, classifier acc (relation flipped) by band: "
                   + ", ".join(f"{r['t']}: {r['relation flipped acc']}" for r in res["finetune"]["classifier"])]
-    if supervised_runs(res):
-        runs = supervised_runs(res)
+    if runs := supervised_runs(res):
         lines += ["", "## Position-only supervised fine-tuning (batches of 64 renders, noise levels t ~ "
                   f"logit-normal(location, 1)): how the generated pairs stand ({runs[0]['after']['images']} images)",
                   "", "| weights | " + " | ".join(RELATION_KINDS) + " |", "|---" * (len(RELATION_KINDS) + 1) + "|",
